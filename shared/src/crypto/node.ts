@@ -1,0 +1,143 @@
+/**
+ * CryptoProvider on `node:crypto` (OpenSSL): the gateway's and the cloud's implementation,
+ * ~45x faster than pure JS for P-256 verification. Node-only; never imported by the web app.
+ * ECDSA signatures are randomized (not RFC 6979), then normalised to low-S.
+ * @module
+ */
+
+import {
+  createCipheriv,
+  createDecipheriv,
+  createECDH,
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  hkdfSync,
+  type KeyObject,
+  randomBytes as nodeRandomBytes,
+  sign as nodeSign,
+  verify as nodeVerify,
+} from 'node:crypto';
+import { ErrorCode, ProtocolError } from '../errors.ts';
+import { compressPublicKey, decompressPublicKey, normalizeLowS } from './p256.ts';
+import type { CryptoProvider, EcdhKey, SigningKey } from './provider.ts';
+
+const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url');
+
+/** Public keys seen recently (issuer, gateway and device keys repeat); KeyObject creation is costly. */
+const publicKeyCache = new Map<string, KeyObject>();
+const PUBLIC_KEY_CACHE_SIZE = 512;
+
+function publicKeyObject(publicKey: Uint8Array): KeyObject {
+  const cacheKey = Buffer.from(publicKey).toString('hex');
+  const hit = publicKeyCache.get(cacheKey);
+  if (hit) return hit;
+  const raw = decompressPublicKey(publicKey);
+  const key = createPublicKey({
+    key: { kty: 'EC', crv: 'P-256', x: b64url(raw.subarray(1, 33)), y: b64url(raw.subarray(33)) },
+    format: 'jwk',
+  });
+  if (publicKeyCache.size >= PUBLIC_KEY_CACHE_SIZE)
+    publicKeyCache.delete(publicKeyCache.keys().next().value!);
+  publicKeyCache.set(cacheKey, key);
+  return key;
+}
+
+function ecdhKeyFrom(ecdh: ReturnType<typeof createECDH>): EcdhKey {
+  const publicKey = new Uint8Array(ecdh.getPublicKey(null, 'compressed'));
+  return {
+    publicKey,
+    async deriveSecret(peerPublicKey) {
+      try {
+        return new Uint8Array(ecdh.computeSecret(peerPublicKey));
+      } catch {
+        throw new ProtocolError(ErrorCode.MALFORMED, 'invalid ECDH public key');
+      }
+    },
+  };
+}
+
+function signingKeyFrom(privateKey: Uint8Array): SigningKey {
+  const ecdh = createECDH('prime256v1');
+  ecdh.setPrivateKey(privateKey);
+  const uncompressed = new Uint8Array(ecdh.getPublicKey());
+  const keyObject = createPrivateKey({
+    key: {
+      kty: 'EC',
+      crv: 'P-256',
+      d: b64url(privateKey),
+      x: b64url(uncompressed.subarray(1, 33)),
+      y: b64url(uncompressed.subarray(33)),
+    },
+    format: 'jwk',
+  });
+  return {
+    publicKey: compressPublicKey(uncompressed),
+    async sign(message) {
+      const sig = nodeSign('sha256', message, { key: keyObject, dsaEncoding: 'ieee-p1363' });
+      return normalizeLowS(new Uint8Array(sig));
+    },
+  };
+}
+
+export const nodeCrypto: CryptoProvider = {
+  name: 'node',
+  randomBytes: (length) => new Uint8Array(nodeRandomBytes(length)),
+  async sha256(data) {
+    return new Uint8Array(createHash('sha256').update(data).digest());
+  },
+  async hkdfSha256(ikm, salt, info, length) {
+    return new Uint8Array(hkdfSync('sha256', ikm, salt, info, length));
+  },
+  async aesGcmSeal(key, nonce, aad, plaintext) {
+    const cipher = createCipheriv('aes-256-gcm', key, nonce);
+    cipher.setAAD(aad);
+    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    return new Uint8Array(Buffer.concat([body, cipher.getAuthTag()]));
+  },
+  async aesGcmOpen(key, nonce, aad, sealed) {
+    if (sealed.length < 16) throw new ProtocolError(ErrorCode.DECRYPT_FAILED, 'ciphertext too short');
+    try {
+      const decipher = createDecipheriv('aes-256-gcm', key, nonce);
+      decipher.setAAD(aad);
+      decipher.setAuthTag(sealed.subarray(sealed.length - 16));
+      const body = Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - 16)), decipher.final()]);
+      return new Uint8Array(body);
+    } catch {
+      throw new ProtocolError(ErrorCode.DECRYPT_FAILED);
+    }
+  },
+  async verifyP256(publicKey, message, signature) {
+    if (signature.length !== 64) return false;
+    let key: KeyObject;
+    try {
+      key = publicKeyObject(publicKey);
+    } catch {
+      return false;
+    }
+    try {
+      return nodeVerify('sha256', message, { key, dsaEncoding: 'ieee-p1363' }, signature);
+    } catch {
+      return false;
+    }
+  },
+  async generateSigningKey() {
+    const ecdh = createECDH('prime256v1');
+    ecdh.generateKeys();
+    return signingKeyFrom(new Uint8Array(ecdh.getPrivateKey()));
+  },
+  async importSigningKey(privateKey) {
+    if (privateKey.length !== 32) throw new RangeError('P-256 private key must be 32 bytes');
+    return signingKeyFrom(privateKey);
+  },
+  async generateEcdhKey() {
+    const ecdh = createECDH('prime256v1');
+    ecdh.generateKeys();
+    return ecdhKeyFrom(ecdh);
+  },
+  async importEcdhKey(privateKey) {
+    const ecdh = createECDH('prime256v1');
+    ecdh.setPrivateKey(privateKey);
+    return ecdhKeyFrom(ecdh);
+  },
+};

@@ -1,0 +1,151 @@
+/**
+ * CryptoProvider on WebCrypto (`crypto.subtle`): the phone's implementation. Signing and ECDH
+ * keys are generated **non-extractable**, so page script can use but never read the private
+ * key; CryptoKey objects are structured-cloneable and are stored in IndexedDB as they are.
+ *
+ * WebCrypto ECDSA is randomized and returns high-S about half the time; `sign` normalises to
+ * low-S (verifiers accept both for device keys). WebCrypto imports only uncompressed points,
+ * so compressed keys are expanded with @noble/curves first.
+ * @module
+ */
+
+import { p256 } from '@noble/curves/nist.js';
+import { ErrorCode, ProtocolError } from '../errors.ts';
+import { compressPublicKey, decompressPublicKey, normalizeLowS } from './p256.ts';
+import type { CryptoProvider, EcdhKey, SigningKey } from './provider.ts';
+
+/** WebCrypto wants ArrayBuffer-backed views; protocol bytes always are. */
+const buf = (bytes: Uint8Array) => bytes as Uint8Array<ArrayBuffer>;
+
+const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+const ECDH_P256 = { name: 'ECDH', namedCurve: 'P-256' } as const;
+const ECDSA_SHA256 = { name: 'ECDSA', hash: 'SHA-256' } as const;
+
+export interface WebCryptoProvider extends CryptoProvider {
+  /** Rebuilds a SigningKey from a key pair kept in IndexedDB. */
+  signingKeyFromKeyPair(keyPair: CryptoKeyPair): Promise<WebCryptoSigningKey>;
+  generateSigningKey(): Promise<WebCryptoSigningKey>;
+}
+
+export interface WebCryptoSigningKey extends SigningKey {
+  /** The CryptoKey pair to persist (private key non-extractable). */
+  readonly keyPair: CryptoKeyPair;
+}
+
+export function createWebCrypto(webCrypto: Crypto = globalThis.crypto): WebCryptoProvider {
+  const subtle = webCrypto.subtle;
+
+  async function toSigningKey(keyPair: CryptoKeyPair): Promise<WebCryptoSigningKey> {
+    const raw = new Uint8Array(await subtle.exportKey('raw', keyPair.publicKey));
+    const privateKey = keyPair.privateKey;
+    return {
+      keyPair,
+      publicKey: compressPublicKey(raw),
+      async sign(message) {
+        const sig = new Uint8Array(await subtle.sign(ECDSA_SHA256, privateKey, buf(message)));
+        return normalizeLowS(sig);
+      },
+    };
+  }
+
+  async function toEcdhKey(keyPair: CryptoKeyPair): Promise<EcdhKey> {
+    const raw = new Uint8Array(await subtle.exportKey('raw', keyPair.publicKey));
+    return {
+      publicKey: compressPublicKey(raw),
+      async deriveSecret(peerPublicKey) {
+        let peer: CryptoKey;
+        try {
+          peer = await subtle.importKey('raw', buf(decompressPublicKey(peerPublicKey)), ECDH_P256, false, []);
+        } catch {
+          throw new ProtocolError(ErrorCode.MALFORMED, 'invalid ECDH public key');
+        }
+        return new Uint8Array(
+          await subtle.deriveBits({ name: 'ECDH', public: peer }, keyPair.privateKey, 256),
+        );
+      },
+    };
+  }
+
+  /** JWK of a raw private scalar (with its public point, which WebCrypto requires). */
+  function privateJwk(privateKey: Uint8Array): JsonWebKey {
+    const pub = p256.getPublicKey(privateKey, false);
+    const b64 = (b: Uint8Array) =>
+      btoa(String.fromCharCode(...b))
+        .replace(/\+/g, '-')
+        .replace(/\//g, '_')
+        .replace(/=+$/, '');
+    return {
+      kty: 'EC',
+      crv: 'P-256',
+      d: b64(privateKey),
+      x: b64(pub.subarray(1, 33)),
+      y: b64(pub.subarray(33)),
+    };
+  }
+
+  return {
+    name: 'webcrypto',
+    randomBytes(length) {
+      return webCrypto.getRandomValues(new Uint8Array(length));
+    },
+    async sha256(data) {
+      return new Uint8Array(await subtle.digest('SHA-256', buf(data)));
+    },
+    async hkdfSha256(ikm, salt, info, length) {
+      const key = await subtle.importKey('raw', buf(ikm), 'HKDF', false, ['deriveBits']);
+      const bits = await subtle.deriveBits(
+        { name: 'HKDF', hash: 'SHA-256', salt: buf(salt), info: buf(info) },
+        key,
+        length * 8,
+      );
+      return new Uint8Array(bits);
+    },
+    async aesGcmSeal(key, nonce, aad, plaintext) {
+      const k = await subtle.importKey('raw', buf(key), 'AES-GCM', false, ['encrypt']);
+      const params = { name: 'AES-GCM', iv: buf(nonce), additionalData: buf(aad), tagLength: 128 };
+      return new Uint8Array(await subtle.encrypt(params, k, buf(plaintext)));
+    },
+    async aesGcmOpen(key, nonce, aad, sealed) {
+      const k = await subtle.importKey('raw', buf(key), 'AES-GCM', false, ['decrypt']);
+      try {
+        const params = { name: 'AES-GCM', iv: buf(nonce), additionalData: buf(aad), tagLength: 128 };
+        return new Uint8Array(await subtle.decrypt(params, k, buf(sealed)));
+      } catch {
+        throw new ProtocolError(ErrorCode.DECRYPT_FAILED);
+      }
+    },
+    async verifyP256(publicKey, message, signature) {
+      if (signature.length !== 64) return false;
+      try {
+        const key = await subtle.importKey('raw', buf(decompressPublicKey(publicKey)), ECDSA_P256, false, [
+          'verify',
+        ]);
+        return await subtle.verify(ECDSA_SHA256, key, buf(signature), buf(message));
+      } catch {
+        return false;
+      }
+    },
+    async generateSigningKey() {
+      return toSigningKey(await subtle.generateKey(ECDSA_P256, false, ['sign', 'verify']));
+    },
+    signingKeyFromKeyPair: toSigningKey,
+    async importSigningKey(privateKey) {
+      if (privateKey.length !== 32) throw new RangeError('P-256 private key must be 32 bytes');
+      const jwk = privateJwk(privateKey);
+      const priv = await subtle.importKey('jwk', jwk, ECDSA_P256, false, ['sign']);
+      const { d: _d, ...publicJwk } = jwk;
+      const pub = await subtle.importKey('jwk', publicJwk, ECDSA_P256, true, ['verify']);
+      return toSigningKey({ privateKey: priv, publicKey: pub });
+    },
+    async generateEcdhKey() {
+      return toEcdhKey(await subtle.generateKey(ECDH_P256, false, ['deriveBits']));
+    },
+    async importEcdhKey(privateKey) {
+      const jwk = privateJwk(privateKey);
+      const priv = await subtle.importKey('jwk', jwk, ECDH_P256, false, ['deriveBits']);
+      const { d: _d, ...publicJwk } = jwk;
+      const pub = await subtle.importKey('jwk', publicJwk, ECDH_P256, true, []);
+      return toEcdhKey({ privateKey: priv, publicKey: pub });
+    },
+  };
+}
