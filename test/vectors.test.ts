@@ -4,21 +4,11 @@
  * WebCrypto is checked in real Chromium by test/browser/webcrypto-vectors.test.ts.
  */
 
-import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { nodeCrypto } from '../shared/src/crypto/node.ts';
 import { type CryptoProvider, createWebCrypto, nobleCrypto } from '../shared/src/index.ts';
-import { checkAllVectors, type Vectors } from './support/vector-checks.ts';
-
-export function loadVectors(): Vectors {
-  const dir = new URL('./vectors/', import.meta.url);
-  const vectors: Vectors = {};
-  for (const file of readdirSync(dir)) {
-    if (file.endsWith('.json'))
-      vectors[file.slice(0, -5)] = JSON.parse(readFileSync(new URL(file, dir), 'utf8'));
-  }
-  return vectors;
-}
+import { loadVectors } from './support/load-vectors.ts';
+import { checkAllVectors } from './support/vector-checks.ts';
 
 const providers: CryptoProvider[] = [nodeCrypto, nobleCrypto, createWebCrypto(globalThis.crypto)];
 
