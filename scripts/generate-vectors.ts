@@ -135,9 +135,9 @@ async function generate(): Promise<Record<string, unknown>> {
     { tariff: TARIFF, energyWh: 0, seconds: 0, hold: 5_000 },
     { tariff: TARIFF, energyWh: 7_500, seconds: 1_800, hold: 5_000 },
     { tariff: TARIFF, energyWh: 40_000, seconds: 7_200, hold: 5_000 },
-    { tariff: { energyPrice: 12_345, serviceFee: 0, timeFee: 0 }, energyWh: 4_050, seconds: 0, hold: 100 }, // 0.49997… → 0
-    { tariff: { energyPrice: 12_346, serviceFee: 0, timeFee: 0 }, energyWh: 4_050, seconds: 0, hold: 100 }, // 0.5000… → 1
-    { tariff: { energyPrice: 1_000_000, serviceFee: 0, timeFee: 0 }, energyWh: 500, seconds: 0, hold: 100 }, // 0.5 exactly → 1
+    { tariff: { energyPrice: 12_345, serviceFee: 0, timeFee: 0 }, energyWh: 405, seconds: 0, hold: 100 }, // 0.49997… → 0
+    { tariff: { energyPrice: 12_346, serviceFee: 0, timeFee: 0 }, energyWh: 405, seconds: 0, hold: 100 }, // 0.50001… → 1
+    { tariff: { energyPrice: 10_000, serviceFee: 0, timeFee: 0 }, energyWh: 500, seconds: 0, hold: 100 }, // 0.5 exactly → 1
     { tariff: { energyPrice: 0, serviceFee: 0, timeFee: 30_000 }, energyWh: 0, seconds: 90, hold: 100 }, // 4.5 → 5
     {
       tariff: { energyPrice: 1_000_000, serviceFee: 250_000, timeFee: 10_000 },
