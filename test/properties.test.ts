@@ -20,6 +20,7 @@ import {
   type CborValue,
   chunkMessage,
   createTokenPresentation,
+  DEFAULT_LIMITS,
   decodeCbor,
   decodePdu,
   decodeSessionMessage,
@@ -489,6 +490,13 @@ describe('random bytes: only typed errors, no hangs, limits hold', () => {
   });
 });
 
+function nesting(value: CborValue): number {
+  if (Array.isArray(value)) return 1 + Math.max(0, ...value.map(nesting));
+  if (value instanceof Map) return 1 + Math.max(0, ...[...value.values()].map(nesting));
+  return 0;
+}
+
+/** Values of the protocol data model within the default nesting limit. */
 function cborValue(): fc.Arbitrary<CborValue> {
   const leaf: fc.Arbitrary<CborValue> = fc.oneof(
     fc.integer({ min: -(2 ** 40), max: 2 ** 40 }),
@@ -497,19 +505,21 @@ function cborValue(): fc.Arbitrary<CborValue> {
     fc.boolean(),
     fc.constant(null),
   );
-  return fc.letrec<{ value: CborValue }>((tie) => ({
-    value: fc.oneof(
-      { depthSize: 'small', withCrossShrink: true },
-      leaf,
-      fc.array(tie('value'), { maxLength: 8 }),
-      fc
-        .array(
-          fc.tuple(fc.oneof(fc.integer({ min: -30, max: 30 }), fc.string({ maxLength: 4 })), tie('value')),
-          { maxLength: 6 },
-        )
-        .map((entries) => new Map(entries)),
-    ),
-  })).value;
+  return fc
+    .letrec<{ value: CborValue }>((tie) => ({
+      value: fc.oneof(
+        { depthSize: 'small', withCrossShrink: true },
+        leaf,
+        fc.array(tie('value'), { maxLength: 8 }),
+        fc
+          .array(
+            fc.tuple(fc.oneof(fc.integer({ min: -30, max: 30 }), fc.string({ maxLength: 4 })), tie('value')),
+            { maxLength: 6 },
+          )
+          .map((entries) => new Map(entries)),
+      ),
+    }))
+    .value.filter((v) => nesting(v) <= DEFAULT_LIMITS.maxDepth);
 }
 
 describe('non-canonical encodings are rejected (RFC 8949 §4.2.1)', () => {
