@@ -178,7 +178,7 @@ const report = await signReport(helper.gateway.key, helper.gateway.kid, {
   createdAt: T0 + 7_200,
   receipts: reportReceipts,
   checkpoint: { sequence: REPORT_RECEIPTS, head },
-  revocations: [{ bundleVersion: 1, ledgerSequence: 0 }],
+  revocations: [{ bundleVersion: 1, ledgerSequence: 0, spentBeforeInstall: [] }],
 });
 
 const revoked: Uint8Array[] = [];

@@ -122,13 +122,16 @@ async function generate(): Promise<Record<string, unknown>> {
     revokedVouchers: [await revocationHash(crypto, revokedCti)],
     tariffs: [{ gatewayId: world.gateway.id, connector: 2, tariff: { ...TARIFF, timeFee: 5_000 } }],
     audience: [world.gateway.id],
+    receiptAcks: [{ gatewayId: world.gateway.id, upToSequence: 0 }],
   });
   const report = await signReport(world.gateway.key, world.gateway.kid, {
     gatewayId: world.gateway.id,
     createdAt: T0 + 2_000,
     receipts: [receipt.bytes],
     checkpoint: { sequence: 3, head: await receiptHash(crypto, receipt.bytes) },
-    revocations: [{ bundleVersion: 2, ledgerSequence: 2 }],
+    revocations: [
+      { bundleVersion: 2, ledgerSequence: 2, spentBeforeInstall: [await revocationHash(crypto, revokedCti)] },
+    ],
   });
 
   const tariffCases: { tariff: Tariff; energyWh: number; seconds: number; hold: number }[] = [

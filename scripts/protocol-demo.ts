@@ -140,7 +140,12 @@ step(
 
 const atCloud = parseReceipt(receipt.bytes);
 await verifyReceipt(crypto, atCloud, world.gateway.key.publicKey);
-const present = await verifyPresentationProof(crypto, c.deviceKey, atCloud.body.proof);
+const present = await verifyPresentationProof(crypto, atCloud.body.proof, {
+  deviceKey: c.deviceKey,
+  cti: c.cti,
+  gatewayKey: world.gateway.key.publicKey,
+  gatewayId: world.gateway.id,
+});
 if (!present) throw new Error('presentation proof failed');
 step(
   8,

@@ -177,7 +177,12 @@ function sampleReceipt(overrides: Partial<ReceiptBody> = {}): ReceiptBody {
     computedAmount: 1_200,
     chargedAmount: 1_200,
     currency: 'CNY',
-    proof: { deviceSignature: new Uint8Array(64).fill(3), transcriptDigest: new Uint8Array(32).fill(4) },
+    proof: {
+      deviceSignature: new Uint8Array(64).fill(3),
+      version: 1,
+      helloBytes: new Uint8Array(186).fill(4),
+      phoneEphemeralKey: new Uint8Array(33).fill(5),
+    },
     sequence: 1,
     previousReceiptHash: new Uint8Array(32),
     stopReason: 1,
@@ -197,6 +202,15 @@ const tariffArb = fc.record({
 });
 
 describe('round trip of every message', () => {
+  it('receipt: empty signed meter data is the same as none', async () => {
+    const receipt = await signReceipt(
+      world.gateway.key,
+      world.gateway.kid,
+      sampleReceipt({ signedMeterData: new Uint8Array(0) }),
+    );
+    expect(parseReceipt(receipt.bytes).body.signedMeterData).toBeUndefined();
+  });
+
   it('voucher claims', async () => {
     await fc.assert(
       fc.asyncProperty(
@@ -287,6 +301,7 @@ describe('round trip of every message', () => {
           revokedKids: fc.array(bytes(1, 8), { maxLength: 5 }),
           revokedVouchers: fc.array(bytes(16), { maxLength: 50 }),
           audience: fc.array(gatewayId, { maxLength: 4 }),
+          receiptAcks: fc.array(fc.record({ gatewayId, upToSequence: fc.nat() }), { maxLength: 3 }),
           binding: fc.option(fc.record({ gatewayNonce: bytes(16), gatewayId }), { nil: undefined }),
           tariffs: fc.array(
             fc.record({
@@ -320,6 +335,7 @@ describe('round trip of every message', () => {
             fc.record({
               bundleVersion: fc.integer({ min: 0, max: 2 ** 32 }),
               ledgerSequence: fc.integer({ min: 0, max: 2 ** 40 }),
+              spentBeforeInstall: fc.array(bytes(16), { maxLength: 3 }),
             }),
             { maxLength: 5 },
           ),
@@ -392,7 +408,10 @@ describe('round trip of every message', () => {
       fc.constant({ type: SessionMessageType.REPORT_REQUEST } as const),
       bytes(1, 4000).map((b) => ({ type: SessionMessageType.REPORT, report: b }) as const),
       fc
-        .record({ acknowledged: fc.integer({ min: 0, max: 255 }), code: fc.integer({ min: 0, max: 999 }) })
+        .record({
+          acknowledged: fc.integer({ min: 0, max: 255 }),
+          code: fc.constantFrom(0, ...Object.values(ErrorCode)),
+        })
         .map((a) => ({ type: SessionMessageType.ACK, ...a }) as const),
     );
     fc.assert(

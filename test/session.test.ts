@@ -168,3 +168,47 @@ describe('GATT framing', () => {
     );
   });
 });
+
+describe('stop request: device-signed over this connection', () => {
+  it('the session device can stop; a stranger or a stop from another connection cannot', async () => {
+    const { signStopRequest, verifyStopRequest } = await import('../shared/src/index.ts');
+    const world = await buildWorld(crypto);
+    const { voucher, deviceKey } = await issueTestVoucher(world);
+    const channels = [];
+    for (let i = 0; i < 2; i++) {
+      const handshake = await newHandshake(world);
+      const phone = await createTokenPresentation(crypto, {
+        helloBytes: handshake.hello.bytes,
+        voucherBytes: voucher.bytes,
+        deviceKey,
+        connector: 1,
+      });
+      const opened = await openPresentation(crypto, handshake, phone.envelope);
+      const { channel } = await acceptPresentation(
+        crypto,
+        handshake,
+        opened,
+        deviceKey.publicKey,
+        voucher.claims.cti,
+      );
+      channels.push({ phone: phone.channel, gateway: channel });
+    }
+    const [first, second] = channels as [(typeof channels)[0], (typeof channels)[0]];
+    const signature = await signStopRequest(deviceKey, first.phone);
+    await expect(
+      verifyStopRequest(crypto, deviceKey.publicKey, first.gateway, signature),
+    ).resolves.toBeUndefined();
+    await expect(
+      verifyStopRequest(crypto, deviceKey.publicKey, second.gateway, signature),
+    ).rejects.toMatchObject({
+      code: ErrorCode.WRONG_DEVICE,
+    });
+    const stranger = await crypto.generateSigningKey();
+    const forged = await signStopRequest(stranger, first.phone);
+    await expect(verifyStopRequest(crypto, deviceKey.publicKey, first.gateway, forged)).rejects.toMatchObject(
+      {
+        code: ErrorCode.WRONG_DEVICE,
+      },
+    );
+  });
+});

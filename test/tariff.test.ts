@@ -65,3 +65,20 @@ describe('fee rule', () => {
     expect(() => computeFee(t, 1, -3)).toThrow(RangeError);
   });
 });
+
+describe('tariff encoding', () => {
+  it('a zero fee is omitted, and an explicit zero is refused as non-canonical', async () => {
+    const { decodeTariff, encodeTariff, encodeCbor, ErrorCode } = await import('../shared/src/index.ts');
+    const t: Tariff = { energyPrice: 5, serviceFee: 0, timeFee: 0 };
+    expect(encodeCbor(encodeTariff(t))).toEqual(encodeCbor(new Map([[1, 5]])));
+    expect(decodeTariff(encodeTariff(t))).toEqual(t);
+    expect(() =>
+      decodeTariff(
+        new Map([
+          [1, 5],
+          [2, 0],
+        ]),
+      ),
+    ).toThrow(expect.objectContaining({ code: ErrorCode.NON_CANONICAL }));
+  });
+});

@@ -201,9 +201,20 @@ describe('token authorization: each check failing alone', () => {
     expect(auth).toBeDefined();
   });
 
-  it('wrong gateway', async () => {
-    const tap = await honestTap({ gatewayId: 'gw-other' });
-    await expectCode(present(tap.envelope, tap.handshake), ErrorCode.WRONG_GATEWAY);
+  it('wrong gateway (the honest phone refuses first; the gateway refuses a phone that does not)', async () => {
+    const { voucher, deviceKey } = await issueTestVoucher(world, { gatewayId: 'gw-other' });
+    const handshake = await newHandshake(world);
+    await expectCode(
+      createTokenPresentation(crypto, {
+        helloBytes: handshake.hello.bytes,
+        voucherBytes: voucher.bytes,
+        deviceKey,
+        connector: 1,
+      }),
+      ErrorCode.WRONG_GATEWAY,
+    );
+    const envelope = await rogueToken(crypto, handshake.hello, voucher, deviceKey);
+    await expectCode(present(envelope, handshake), ErrorCode.WRONG_GATEWAY);
   });
 
   it('wrong connector', async () => {
@@ -289,8 +300,11 @@ describe('token authorization: each check failing alone', () => {
   it('amount below the station minimum', async () => {
     const tap = await honestTap({ hold: { amount: 99, currency: 'CNY' } });
     await expectCode(present(tap.envelope, tap.handshake), ErrorCode.AMOUNT_TOO_LOW);
+  });
+
+  it("currency not the station's", async () => {
     const usd = await honestTap({ hold: { amount: 5_000, currency: 'USD' } });
-    await expectCode(present(usd.envelope, usd.handshake), ErrorCode.AMOUNT_TOO_LOW);
+    await expectCode(present(usd.envelope, usd.handshake), ErrorCode.CURRENCY_MISMATCH);
   });
 
   it('phone refuses a hello from a device that is not the voucher target (clone)', async () => {

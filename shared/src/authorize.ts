@@ -11,7 +11,7 @@
  *  5. version not below the voucher's minimum (no downgrade)
  *  6. voucher not spent; H(cti) not revoked
  *  7. hello fresh and single-use; device signature over this connection's transcript
- *  8. amount >= the station's minimum, in the station's currency
+ *  8. the station's currency, and amount >= the station's minimum
  *
  * Connector health and plug state (step 9) are the gateway's, after this returns.
  * @module
@@ -78,8 +78,7 @@ export async function authorizeToken(
   const hello = ctx.consumeHello();
   if (!hello.ok) throw new ProtocolError(hello.code);
   const { channel, proof } = await acceptPresentation(ctx.crypto, handshake, token, c.deviceKey, c.cti);
-  if (c.hold.currency !== ctx.currency || c.hold.amount < ctx.minimumAmount) {
-    throw new ProtocolError(ErrorCode.AMOUNT_TOO_LOW);
-  }
+  if (c.hold.currency !== ctx.currency) throw new ProtocolError(ErrorCode.CURRENCY_MISMATCH);
+  if (c.hold.amount < ctx.minimumAmount) throw new ProtocolError(ErrorCode.AMOUNT_TOO_LOW);
   return { voucher, connector: token.connector, channel, proof };
 }

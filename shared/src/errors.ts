@@ -30,6 +30,7 @@ export const ErrorCode = {
   ISSUER_KEY_REVOKED: 210,
   ISSUER_KEY_NOT_VALID: 211,
   AMOUNT_TOO_LOW: 212,
+  CURRENCY_MISMATCH: 213,
   // 3xx — presentation (token / attach) and device proof
   UNSUPPORTED_VERSION: 300,
   VERSION_DOWNGRADE: 301,
@@ -92,6 +93,7 @@ export const ERROR_MESSAGES: Readonly<Record<ErrorCode, ErrorText>> = {
   210: { en: 'The issuer key has been revoked.', zh: '签发密钥已被吊销。' },
   211: { en: 'The issuer key is not valid at this time.', zh: '签发密钥当前无效。' },
   212: { en: "The pre-deducted amount is below this station's minimum.", zh: '预扣金额低于本站最低金额。' },
+  213: { en: "The voucher is in another currency than this station's.", zh: '预扣凭证的币种与本站不符。' },
   300: { en: 'The protocol version is not supported.', zh: '不支持该协议版本。' },
   301: { en: 'The protocol version is older than the voucher allows.', zh: '协议版本低于凭证要求。' },
   302: { en: 'The device signature is not valid.', zh: '设备签名无效。' },

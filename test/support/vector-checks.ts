@@ -253,7 +253,7 @@ export async function checkAllVectors(crypto: CryptoProvider, v: Vectors): Promi
     const stranger = await crypto.generateSigningKey();
     await expectCode(
       acceptPresentation(crypto, handshake, opened, stranger.publicKey, opened.cti),
-      302,
+      306,
       'attach with another device key',
     );
   });
@@ -276,8 +276,24 @@ export async function checkAllVectors(crypto: CryptoProvider, v: Vectors): Promi
         ),
       'amount recomputes',
     );
-    assert(await verifyPresentationProof(crypto, devicePub, receipt.body.proof), 'presentation proof');
-    sameHex(receipt.body.proof.transcriptDigest, v.token.transcriptDigest, 'proof transcript');
+    const expected = {
+      deviceKey: devicePub,
+      cti: voucher.claims.cti,
+      gatewayKey: gatewayPub,
+      gatewayId: keys.gateway.id,
+    };
+    assert(await verifyPresentationProof(crypto, receipt.body.proof, expected), 'presentation proof');
+    assert(toHex(receipt.body.proof.helloBytes) === v.hello.bytes, 'proof carries the session hello');
+    const otherCti = { ...expected, cti: new Uint8Array(16) };
+    assert(
+      !(await verifyPresentationProof(crypto, receipt.body.proof, otherCti)),
+      'proof must not fit another voucher',
+    );
+    const otherGateway = { ...expected, gatewayKey: fromHex(keys.root.publicKey) };
+    assert(
+      !(await verifyPresentationProof(crypto, receipt.body.proof, otherGateway)),
+      'proof must not fit another gateway',
+    );
     const tampered = receipt.bytes.slice();
     tampered[tampered.length - 1]! ^= 1;
     await expectCode(verifyReceipt(crypto, parseReceipt(tampered), gatewayPub), 604, 'tampered receipt');

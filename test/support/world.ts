@@ -74,6 +74,7 @@ export async function buildWorld(crypto: CryptoProvider, seed?: string): Promise
     revokedVouchers: [],
     tariffs: [{ gatewayId: GATEWAY_ID, tariff: TARIFF }],
     audience: [],
+    receiptAcks: [],
   });
   return { crypto, root, issuer, gateway, bundle, keyring: keyringFromBundle(bundle), seed };
 }

@@ -54,6 +54,16 @@ export interface BundleBody {
   readonly tariffs: readonly TariffEntry[];
   /** Gateways this bundle is for; empty = every gateway of the operator. */
   readonly audience: readonly string[];
+  /**
+   * "The cloud holds every receipt of gateway G up to sequence N": lets a gateway that is never
+   * online clear its outbox from bundles that phones carry in.
+   */
+  readonly receiptAcks: readonly ReceiptAck[];
+}
+
+export interface ReceiptAck {
+  readonly gatewayId: string;
+  readonly upToSequence: number;
 }
 
 export interface Bundle {
@@ -99,6 +109,7 @@ export async function signBundle(
       ),
     ],
     [8, [...body.audience]],
+    [9, body.receiptAcks.map((a) => [a.gatewayId, a.upToSequence])],
   ]);
   if (body.binding) m.set(3, [body.binding.gatewayNonce, body.binding.gatewayId]);
   return parseBundle(await signSign1(rootKey, rootKid, encodeCbor(m)));
@@ -107,8 +118,8 @@ export async function signBundle(
 export function parseBundle(bytes: Uint8Array): Bundle {
   const limits = { maxBytes: MAX_BUNDLE_BYTES, maxDepth: 4, maxItems: 8 * MAX_LIST };
   const sign1 = decodeSign1(bytes, { maxBytes: MAX_BUNDLE_BYTES, maxDepth: 2, maxItems: 8 });
-  const m = asClosedMap(decodeCbor(sign1.payload, limits), 'bundle', [1, 2, 3, 4, 5, 6, 7, 8]);
-  for (const k of [1, 2, 4, 5, 6, 7, 8])
+  const m = asClosedMap(decodeCbor(sign1.payload, limits), 'bundle', [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  for (const k of [1, 2, 4, 5, 6, 7, 8, 9])
     ensure(m.has(k), ErrorCode.UNEXPECTED_TYPE, `bundle field ${k} missing`);
   const binding = m.has(3)
     ? (() => {
@@ -143,6 +154,10 @@ export function parseBundle(bytes: Uint8Array): Bundle {
       };
     }),
     audience: asArray(m.get(8), 'audience', 0, 4_096).map((v) => decodeGatewayId(v)),
+    receiptAcks: asArray(m.get(9), 'receipt acks', 0, 4_096).map((entry) => {
+      const [gid, upTo] = asArray(entry, 'receipt ack', 2);
+      return { gatewayId: decodeGatewayId(gid), upToSequence: asUint(upTo, 'acked sequence') };
+    }),
   };
   return { bytes, sign1, body };
 }

@@ -51,6 +51,9 @@ export function encodeTariff(t: Tariff): CborValue {
 
 export function decodeTariff(value: CborValue | undefined, what = 'tariff'): Tariff {
   const m = asClosedMap(value, what, [1, 2, 3]);
+  // Zero fees are omitted, never written: one tariff, one encoding (receipts copy it byte for byte).
+  if (m.get(2) === 0 || m.get(3) === 0)
+    throw new ProtocolError(ErrorCode.NON_CANONICAL, `${what}: zero fee must be omitted`);
   return {
     energyPrice: asUint(m.get(1), `${what}.energyPrice`, MAX_PRICE),
     serviceFee: m.has(2) ? asUint(m.get(2), `${what}.serviceFee`, MAX_PRICE) : 0,

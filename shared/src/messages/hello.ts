@@ -16,6 +16,14 @@ import { ErrorCode, ProtocolError } from '../errors.ts';
 import { decodeGatewayId, decodeTime, MAX_CONNECTOR } from './fields.ts';
 
 export const MAX_HELLO_BYTES = 512;
+
+/** A gateway's key id (the `kid` of its receipts and reports): first 8 bytes of SHA-256(key). */
+export async function gatewayKeyId(
+  crypto: CryptoProvider,
+  gatewayPublicKey: Uint8Array,
+): Promise<Uint8Array> {
+  return (await crypto.sha256(gatewayPublicKey)).slice(0, 8);
+}
 export const HELLO_NONCE_BYTES = 16;
 const MAX_CONNECTORS = 16;
 

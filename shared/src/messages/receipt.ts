@@ -5,8 +5,10 @@
  * transcript digest, so the cloud can check the driver's device took part), and its place in
  * the gateway's receipt chain (ledger sequence number, hash of the previous receipt).
  *
- * Receipt identity is SHA-256 of its exact bytes: gateway signatures are low-S, so a receipt
- * has one valid encoding.
+ * Receipt identity is SHA-256 of its exact bytes. Low-S stops third parties from producing a
+ * second valid encoding; the gateway (randomized ECDSA) could sign the same body twice, so it
+ * stores and resends the exact bytes it signed, and the cloud treats two receipts for one
+ * `cti` as a conflict, not a duplicate.
  * @module
  */
 
@@ -25,8 +27,9 @@ import {
   MAX_AMOUNT,
   MAX_CONNECTOR,
 } from './fields.ts';
+import { MAX_HELLO_BYTES } from './hello.ts';
 
-export const MAX_RECEIPT_BYTES = 2_048;
+export const MAX_RECEIPT_BYTES = 2_560;
 const METER_ID_PATTERN = /^[\x20-\x7e]{1,64}$/;
 /** Maximum signed meter data (e.g. OCMF) carried through. */
 const MAX_SIGNED_METER_DATA = 1_024;
@@ -92,12 +95,15 @@ export async function signReceipt(
     [10, body.energyWh],
     [11, encodeTariff(body.tariff)],
     [12, [body.computedAmount, body.chargedAmount, body.currency]],
-    [13, [body.proof.deviceSignature, body.proof.transcriptDigest]],
+    [
+      13,
+      [body.proof.deviceSignature, body.proof.version, body.proof.helloBytes, body.proof.phoneEphemeralKey],
+    ],
     [14, body.sequence],
     [15, body.previousReceiptHash],
     [16, body.stopReason],
   ]);
-  if (body.signedMeterData) m.set(17, body.signedMeterData);
+  if (body.signedMeterData && body.signedMeterData.length > 0) m.set(17, body.signedMeterData);
   return parseReceipt(await signSign1(gatewayKey, kid, encodeCbor(m)));
 }
 
@@ -113,7 +119,7 @@ export function parseReceipt(bytes: Uint8Array): Receipt {
   const amount = m.get(12);
   const proof = m.get(13);
   ensure(Array.isArray(amount) && amount.length === 3, ErrorCode.UNEXPECTED_TYPE, 'receipt amount');
-  ensure(Array.isArray(proof) && proof.length === 2, ErrorCode.UNEXPECTED_TYPE, 'receipt proof');
+  ensure(Array.isArray(proof) && proof.length === 4, ErrorCode.UNEXPECTED_TYPE, 'receipt proof');
   const body: ReceiptBody = {
     cti: asBytes(m.get(1), 'cti', 16, 32),
     sessionId: asBytes(m.get(2), 'session id', 16),
@@ -131,7 +137,9 @@ export function parseReceipt(bytes: Uint8Array): Receipt {
     currency: asText(amount[2], 'currency', CURRENCY_PATTERN, 3),
     proof: {
       deviceSignature: asBytes(proof[0], 'device signature', 64),
-      transcriptDigest: asBytes(proof[1], 'transcript digest', 32),
+      version: asUint(proof[1], 'proof version', 255),
+      helloBytes: asBytes(proof[2], 'proof hello', 1, MAX_HELLO_BYTES),
+      phoneEphemeralKey: asBytes(proof[3], 'proof phone key', 33),
     },
     sequence: asUint(m.get(14), 'sequence'),
     previousReceiptHash: asBytes(m.get(15), 'previous receipt hash', 32),

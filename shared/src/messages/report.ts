@@ -10,6 +10,7 @@ import { asArray, asBytes, asClosedMap, asUint, type CborValue, decodeCbor, enco
 import { COSE_ALG_ES256, decodeSign1, type Sign1, signSign1, verifySign1 } from '../cose.ts';
 import type { CryptoProvider, SigningKey } from '../crypto/provider.ts';
 import { ErrorCode, ensure } from '../errors.ts';
+import { REVOCATION_HASH_BYTES } from './bundle.ts';
 import { decodeGatewayId, decodeTime } from './fields.ts';
 import { MAX_RECEIPT_BYTES } from './receipt.ts';
 
@@ -17,9 +18,16 @@ import { MAX_RECEIPT_BYTES } from './receipt.ts';
 export const MAX_REPORT_BYTES = 60_000;
 export const MAX_RECEIPTS_PER_REPORT = 24;
 
+/**
+ * "Bundle `bundleVersion` (and its revocations) was installed at ledger sequence
+ * `ledgerSequence`; of the vouchers it revokes, these (by revocation hash) had already been
+ * spent here." Every other voucher it revokes can never be spent at this gateway, so the cloud
+ * may refund it before expiry.
+ */
 export interface RevocationAttestation {
   readonly bundleVersion: number;
   readonly ledgerSequence: number;
+  readonly spentBeforeInstall: readonly Uint8Array[];
 }
 
 export interface ReportBody {
@@ -47,7 +55,7 @@ export async function signReport(gatewayKey: SigningKey, kid: Uint8Array, body: 
     [2, body.createdAt],
     [3, [...body.receipts]],
     [4, [body.checkpoint.sequence, body.checkpoint.head]],
-    [5, body.revocations.map((r) => [r.bundleVersion, r.ledgerSequence])],
+    [5, body.revocations.map((r) => [r.bundleVersion, r.ledgerSequence, [...r.spentBeforeInstall]])],
   ]);
   if (body.cloudNonce) m.set(6, body.cloudNonce);
   return parseReport(await signSign1(gatewayKey, kid, encodeCbor(m)));
@@ -56,7 +64,7 @@ export async function signReport(gatewayKey: SigningKey, kid: Uint8Array, body: 
 export function parseReport(bytes: Uint8Array): Report {
   const sign1 = decodeSign1(bytes, { maxBytes: MAX_REPORT_BYTES, maxDepth: 2, maxItems: 8 });
   const m = asClosedMap(
-    decodeCbor(sign1.payload, { maxBytes: MAX_REPORT_BYTES, maxDepth: 3, maxItems: 1_024 }),
+    decodeCbor(sign1.payload, { maxBytes: MAX_REPORT_BYTES, maxDepth: 4, maxItems: 4_096 }),
     'report',
     [1, 2, 3, 4, 5, 6],
   );
@@ -69,9 +77,15 @@ export function parseReport(bytes: Uint8Array): Report {
       asBytes(r, 'receipt', 1, MAX_RECEIPT_BYTES),
     ),
     checkpoint: { sequence: asUint(seq, 'checkpoint sequence'), head: asBytes(head, 'checkpoint head', 32) },
-    revocations: asArray(m.get(5), 'revocations', 0, 256).map((r) => {
-      const [v, n] = asArray(r, 'revocation attestation', 2);
-      return { bundleVersion: asUint(v, 'bundle version'), ledgerSequence: asUint(n, 'ledger sequence') };
+    revocations: asArray(m.get(5), 'revocations', 0, 16).map((r) => {
+      const [v, n, spent] = asArray(r, 'revocation attestation', 3);
+      return {
+        bundleVersion: asUint(v, 'bundle version'),
+        ledgerSequence: asUint(n, 'ledger sequence'),
+        spentBeforeInstall: asArray(spent, 'spent before install', 0, 256).map((h) =>
+          asBytes(h, 'revocation hash', REVOCATION_HASH_BYTES),
+        ),
+      };
     }),
     cloudNonce: m.has(6) ? asBytes(m.get(6), 'cloud nonce', 16) : undefined,
   };

@@ -62,6 +62,7 @@ export type SessionMessage =
   | { readonly type: typeof SessionMessageType.BUNDLE; readonly bundle: Uint8Array }
   | { readonly type: typeof SessionMessageType.REPORT_REQUEST }
   | { readonly type: typeof SessionMessageType.REPORT; readonly report: Uint8Array }
+  /** code 0 = done, otherwise an ErrorCode. */
   | { readonly type: typeof SessionMessageType.ACK; readonly acknowledged: number; readonly code: number };
 
 export function encodeSessionMessage(msg: SessionMessage): Uint8Array {
@@ -131,7 +132,6 @@ export function decodeSessionMessage(bytes: Uint8Array): SessionMessage {
     }
     case SessionMessageType.BUNDLE:
       asArray(arr, 'bundle', 2);
-      if (bytes.length > MAX_BUNDLE_BYTES) throw new ProtocolError(ErrorCode.TOO_LARGE);
       return { type, bundle: asBytes(arr[1], 'bundle', 1, MAX_BUNDLE_BYTES) };
     case SessionMessageType.REPORT_REQUEST:
       asArray(arr, 'report request', 1);
@@ -139,13 +139,13 @@ export function decodeSessionMessage(bytes: Uint8Array): SessionMessage {
     case SessionMessageType.REPORT:
       asArray(arr, 'report', 2);
       return { type, report: asBytes(arr[1], 'report', 1, MAX_REPORT_BYTES) };
-    case SessionMessageType.ACK:
+    case SessionMessageType.ACK: {
       asArray(arr, 'ack', 3);
-      return {
-        type,
-        acknowledged: asUint(arr[1], 'acknowledged type', 255),
-        code: asUint(arr[2], 'ack code', 999),
-      };
+      const code = asUint(arr[2], 'ack code', 999);
+      if (code !== 0 && !isErrorCode(code))
+        throw new ProtocolError(ErrorCode.UNEXPECTED_TYPE, `unknown ack code ${code}`);
+      return { type, acknowledged: asUint(arr[1], 'acknowledged type', 255), code };
+    }
     default:
       throw new ProtocolError(ErrorCode.UNEXPECTED_MESSAGE, `session message type ${type}`);
   }

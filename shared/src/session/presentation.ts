@@ -15,12 +15,14 @@
  * @module
  */
 
+import { equalBytes } from '../bytes.ts';
 import { asArray, asBytes, asUint, type CborValue, decodeCbor, encodeCbor } from '../cbor.ts';
+import { COSE_ALG_ES256, verifySign1 } from '../cose.ts';
 import type { CryptoProvider, EcdhKey, SigningKey } from '../crypto/provider.ts';
 import { ErrorCode, ProtocolError } from '../errors.ts';
 import { MAX_CONNECTOR } from '../messages/fields.ts';
 import { type Hello, type HelloBody, parseHello, signHello, verifyHello } from '../messages/hello.ts';
-import { MAX_VOUCHER_BYTES, parseVoucher, type Voucher } from '../messages/voucher.ts';
+import { MAX_VOUCHER_BYTES, parseVoucher, type Voucher, type VoucherClaims } from '../messages/voucher.ts';
 import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from '../version.ts';
 import { SecureChannel } from './channel.ts';
 import {
@@ -151,10 +153,18 @@ export async function openPresentation(
   };
 }
 
-/** The presentation proof a receipt carries so the cloud can check the device was there. */
+/**
+ * The presentation proof a receipt carries so the cloud can check the driver's device took
+ * part in **this** session: the device signature and everything needed to recompute the
+ * transcript it signs (version, the full signed hello, the phone's ephemeral key; the `cti`
+ * comes from the voucher). With only a digest the cloud could not tell which voucher or hello
+ * the signature was made for.
+ */
 export interface PresentationProof {
   readonly deviceSignature: Uint8Array;
-  readonly transcriptDigest: Uint8Array;
+  readonly version: number;
+  readonly helloBytes: Uint8Array;
+  readonly phoneEphemeralKey: Uint8Array;
 }
 
 /**
@@ -171,31 +181,85 @@ export async function acceptPresentation(
 ): Promise<{ channel: SecureChannel; proof: PresentationProof }> {
   const transcript = transcriptBytes(opened.version, handshake.hello.bytes, opened.phoneEphemeralKey, cti);
   const transcriptDigest = await crypto.sha256(transcript);
-  const purpose = opened.kind === PresentationKind.TOKEN ? DevicePurpose.TOKEN : DevicePurpose.ATTACH;
+  const isToken = opened.kind === PresentationKind.TOKEN;
+  const purpose = isToken ? DevicePurpose.TOKEN : DevicePurpose.ATTACH;
   const ok = await crypto.verifyP256(
     deviceKey,
     deviceSignedBytes(purpose, transcriptDigest),
     opened.deviceSignature,
   );
-  if (!ok) throw new ProtocolError(ErrorCode.DEVICE_SIGNATURE_INVALID);
+  // A failed attach is a stranger asking about someone else's session: say so.
+  if (!ok) throw new ProtocolError(isToken ? ErrorCode.DEVICE_SIGNATURE_INVALID : ErrorCode.WRONG_DEVICE);
   const keys = await deriveSessionKeys(crypto, opened.sharedSecret, handshake.hello.body.nonce, transcript);
   return {
     channel: new SecureChannel(crypto, keys.gatewayToPhone, keys.phoneToGateway, transcriptDigest),
-    proof: { deviceSignature: opened.deviceSignature, transcriptDigest },
+    proof: {
+      deviceSignature: opened.deviceSignature,
+      version: opened.version,
+      helloBytes: handshake.hello.bytes,
+      phoneEphemeralKey: opened.phoneEphemeralKey,
+    },
   };
 }
 
-/** The cloud's check of a receipt's presentation proof against the voucher's device key. */
+/**
+ * The cloud's check of a receipt's presentation proof: the hello in it is signed by the
+ * receipt's gateway key and names that gateway, and the voucher's device key signed the
+ * transcript of that hello, that phone key, that version and the voucher's `cti`.
+ */
 export async function verifyPresentationProof(
   crypto: CryptoProvider,
-  deviceKey: Uint8Array,
   proof: PresentationProof,
+  expected: {
+    readonly deviceKey: Uint8Array;
+    readonly cti: Uint8Array;
+    readonly gatewayKey: Uint8Array;
+    readonly gatewayId: string;
+  },
 ): Promise<boolean> {
+  try {
+    const hello = parseHello(proof.helloBytes);
+    if (
+      hello.body.gatewayId !== expected.gatewayId ||
+      !equalBytes(hello.body.gatewayKey, expected.gatewayKey)
+    )
+      return false;
+    await verifySign1(
+      crypto,
+      hello.sign1,
+      { alg: COSE_ALG_ES256, publicKey: expected.gatewayKey, requireLowS: true },
+      ErrorCode.HELLO_SIGNATURE_INVALID,
+    );
+  } catch {
+    return false;
+  }
+  const transcript = transcriptBytes(proof.version, proof.helloBytes, proof.phoneEphemeralKey, expected.cti);
+  const digest = await crypto.sha256(transcript);
   return crypto.verifyP256(
-    deviceKey,
-    deviceSignedBytes(DevicePurpose.TOKEN, proof.transcriptDigest),
+    expected.deviceKey,
+    deviceSignedBytes(DevicePurpose.TOKEN, digest),
     proof.deviceSignature,
   );
+}
+
+/** The phone's signature on a stop request: over this connection's transcript digest. */
+export function signStopRequest(deviceKey: SigningKey, channel: SecureChannel): Promise<Uint8Array> {
+  return deviceKey.sign(deviceSignedBytes(DevicePurpose.STOP, channel.transcriptDigest));
+}
+
+/** The gateway's check of a stop request; a stop from anyone but the session's device is WRONG_DEVICE. */
+export async function verifyStopRequest(
+  crypto: CryptoProvider,
+  deviceKey: Uint8Array,
+  channel: SecureChannel,
+  signature: Uint8Array,
+): Promise<void> {
+  const ok = await crypto.verifyP256(
+    deviceKey,
+    deviceSignedBytes(DevicePurpose.STOP, channel.transcriptDigest),
+    signature,
+  );
+  if (!ok) throw new ProtocolError(ErrorCode.WRONG_DEVICE, 'stop request not signed by the session device');
 }
 
 // ---- phone side -----------------------------------------------------------------------------
@@ -219,13 +283,14 @@ async function presentFromPhone(
   crypto: CryptoProvider,
   inputs: PhoneInputs,
   kind: PresentationKind,
-  gatewayKeyDigest: Uint8Array,
-  minVersion: number,
-  cti: Uint8Array,
+  voucher: VoucherClaims,
   body: (signature: Uint8Array) => CborValue,
 ): Promise<PhonePresentation> {
+  const { gatewayId, gatewayKeyDigest, minVersion, cti } = voucher;
   const hello = parseHello(inputs.helloBytes);
   await verifyHello(crypto, hello, gatewayKeyDigest);
+  if (hello.body.gatewayId !== gatewayId)
+    throw new ProtocolError(ErrorCode.WRONG_GATEWAY, 'hello names another gateway');
   const version = Math.min(PROTOCOL_VERSION, hello.body.version);
   if (version < MIN_PROTOCOL_VERSION) throw new ProtocolError(ErrorCode.UNSUPPORTED_VERSION);
   if (version < minVersion) throw new ProtocolError(ErrorCode.VERSION_DOWNGRADE);
@@ -269,17 +334,10 @@ export async function createTokenPresentation(
 ): Promise<PhonePresentation> {
   const voucher = parseVoucher(inputs.voucherBytes);
   const c = voucher.claims;
-  return presentFromPhone(
-    crypto,
-    inputs,
-    PresentationKind.TOKEN,
-    c.gatewayKeyDigest,
-    c.minVersion,
-    c.cti,
-    (sig) =>
-      inputs.phoneTime === undefined
-        ? [inputs.voucherBytes, inputs.connector, sig]
-        : [inputs.voucherBytes, inputs.connector, sig, inputs.phoneTime],
+  return presentFromPhone(crypto, inputs, PresentationKind.TOKEN, c, (sig) =>
+    inputs.phoneTime === undefined
+      ? [inputs.voucherBytes, inputs.connector, sig]
+      : [inputs.voucherBytes, inputs.connector, sig, inputs.phoneTime],
   );
 }
 
@@ -289,13 +347,5 @@ export async function createAttachPresentation(
   inputs: PhoneInputs & { readonly voucherBytes: Uint8Array },
 ): Promise<PhonePresentation> {
   const c = parseVoucher(inputs.voucherBytes).claims;
-  return presentFromPhone(
-    crypto,
-    inputs,
-    PresentationKind.ATTACH,
-    c.gatewayKeyDigest,
-    c.minVersion,
-    c.cti,
-    (sig) => [c.cti, sig],
-  );
+  return presentFromPhone(crypto, inputs, PresentationKind.ATTACH, c, (sig) => [c.cti, sig]);
 }
