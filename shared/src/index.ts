@@ -8,6 +8,7 @@
 export * from './authorize.ts';
 export * from './bytes.ts';
 export * from './cbor.ts';
+export * from './client/phone.ts';
 export * from './cose.ts';
 export * from './crypto/noble.ts';
 export * from './crypto/p256.ts';
