@@ -1,0 +1,171 @@
+/**
+ * The gateway's composition root: wires config, keys, ledger, clock, sync, pile driver,
+ * charging sessions, the link protocol and a GATT transport, and starts them in the order
+ * that keeps money safe (ledger and pile reconciled before any phone can connect).
+ * @module
+ */
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { nodeCrypto } from '../../shared/src/crypto/node.ts';
+import { utf8 } from '../../shared/src/index.ts';
+import { ChargingSessions } from './charging/sessions.ts';
+import { GatewayClock } from './clock.ts';
+import type { GatewayConfig } from './config.ts';
+import type { GattTransport, PileDriver } from './contracts.ts';
+import { type GatewayIdentity, loadOrCreateGatewayKey, loadRootKey } from './keys.ts';
+import { Ledger } from './ledger/ledger.ts';
+import { GatewayLinks, type LinkServices } from './link/links.ts';
+import { GatewaySync } from './sync.ts';
+
+export interface GatewayDeps {
+  /** A transport built by the caller (tests: in-process); default from config.ble. */
+  readonly transport?: GattTransport;
+  /** A pile driver built by the caller; default from config.pile. */
+  readonly pile?: PileDriver;
+  readonly logger?: Logger;
+  /** System clock for the start-up candidate time, Unix s (tests move it). */
+  readonly systemNow?: () => number;
+}
+
+export interface RunningGateway {
+  readonly config: GatewayConfig;
+  readonly identity: GatewayIdentity;
+  readonly ledger: Ledger;
+  readonly clock: GatewayClock;
+  readonly sync: GatewaySync;
+  readonly charging: ChargingSessions;
+  readonly links: GatewayLinks;
+  readonly transport: GattTransport;
+  readonly pile: PileDriver;
+  readonly logger: Logger;
+  stop(): Promise<void>;
+}
+
+export function createLogger(config: GatewayConfig): Logger {
+  return pino({ level: config.logLevel, base: { gw: config.gatewayId } }, pino.destination(2));
+}
+
+export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}): Promise<RunningGateway> {
+  const logger = deps.logger ?? createLogger(config);
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const identity = await loadOrCreateGatewayKey(config.dataDir);
+  const root = loadRootKey(config.dataDir);
+  if (!root) logger.warn('no root key pinned: every token is refused until the gateway is provisioned');
+  let clock: GatewayClock | undefined;
+  const ledger = Ledger.open(join(config.dataDir, 'ledger.sqlite'), {
+    now: () => clock?.now() ?? Math.floor(Date.now() / 1000),
+  });
+  clock = new GatewayClock(ledger, deps.systemNow ? { systemNow: deps.systemNow } : {});
+  ledger.appendRecord('boot', utf8(JSON.stringify({ at: clock.now(), pid: process.pid })));
+
+  const sync = new GatewaySync({
+    crypto: nodeCrypto,
+    ledger,
+    clock,
+    root,
+    gatewayId: config.gatewayId,
+    gatewayKey: identity.key,
+    gatewayKid: identity.kid,
+    log: logger,
+  });
+  await sync.load();
+
+  const pile = deps.pile ?? (await createPileFromConfig(config));
+  const charging = new ChargingSessions({
+    crypto: nodeCrypto,
+    ledger,
+    pile,
+    clock,
+    gatewayKey: identity.key,
+    gatewayKid: identity.kid,
+    gatewayId: config.gatewayId,
+    idleTimeoutSeconds: config.idleTimeoutSeconds,
+    log: logger,
+  });
+  await charging.start(); // recovery runs before any phone can connect
+
+  const fixedClock = clock;
+  const services: LinkServices = {
+    crypto: nodeCrypto,
+    gatewayKey: identity.key,
+    gatewayId: config.gatewayId,
+    connectorStates: () => charging.connectorStates(),
+    now: () => fixedClock.now(),
+    authorizationContext: () => ({
+      crypto: nodeCrypto,
+      keyring: sync.keyring,
+      gatewayId: config.gatewayId,
+      toleranceSeconds: config.toleranceSeconds,
+      minimumAmount: config.minimumAmount,
+      currency: config.currency,
+      observeIssuedAt: (iat) => fixedClock.observeIssuedAt(iat),
+      isSpent: (cti) => ledger.isSpent(cti),
+      isRevoked: (hash) => ledger.isRevoked(hash),
+    }),
+    startCharging: (auth) => charging.startCharging(auth),
+    findSessionByCti: (cti) => charging.findSessionByCti(cti),
+    stopCharging: (id) => charging.stopCharging(id),
+    subscribe: (id, listener) => charging.subscribe(id, listener),
+    installBundle: (bytes) => sync.installCarriedBundle(bytes),
+    pendingReport: () => sync.buildReport(),
+  };
+  const transport = deps.transport ?? (await createTransportFromConfig(config));
+  const links = new GatewayLinks(services, transport, { limits: config.limits, log: logger });
+  await transport.start(links);
+  const persistTimer = setInterval(() => fixedClock.persist(), 60_000);
+  persistTimer.unref();
+  logger.info(
+    { gatewayId: config.gatewayId, ble: config.ble, bundle: sync.bundleVersion },
+    'gateway started',
+  );
+
+  let stopped = false;
+  return {
+    config,
+    identity,
+    ledger,
+    clock,
+    sync,
+    charging,
+    links,
+    transport,
+    pile,
+    logger,
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      clearInterval(persistTimer);
+      await transport.stop();
+      await charging.close();
+      fixedClock.persist();
+      await pile.close();
+      ledger.close();
+      logger.info('gateway stopped');
+    },
+  };
+}
+
+async function createPileFromConfig(config: GatewayConfig): Promise<PileDriver> {
+  const { createSimPileDriver } = await import('./pile/sim-driver.ts');
+  const socketPath = config.pile.startsWith('sim:')
+    ? config.pile.slice(4)
+    : join(config.dataDir, 'sim-pile.sock');
+  return createSimPileDriver({ socketPath, connectors: config.connectors });
+}
+
+async function createTransportFromConfig(config: GatewayConfig): Promise<GattTransport> {
+  if (config.ble === 'in-process') {
+    const { InProcessTransport } = await import('./link/in-process.ts');
+    return new InProcessTransport();
+  }
+  const { createBlenoTransport } = await import('./ble/bleno-transport.ts');
+  const port = config.ble.startsWith('uart:')
+    ? ({ port: 'uart', path: config.ble.slice(5) } as const)
+    : ({
+        port: 'hci',
+        deviceId: config.ble.includes(':') ? Number(config.ble.split(':')[1]) : undefined,
+      } as const);
+  return createBlenoTransport(port, { name: config.name, gatewayId: config.gatewayId });
+}
