@@ -1,0 +1,109 @@
+/**
+ * Double-entry money in integer minor units. Every movement is one journal entry whose lines
+ * sum to zero; balances move only here, each line as one atomic `UPDATE … SET balance =
+ * balance + $amount`. A guarded line (a debit that must not overdraw) carries its condition in
+ * the same statement — `… WHERE balance + $amount >= 0` — so concurrent transactions on one
+ * wallet, from any number of processes, on SQLite or PostgreSQL, can never take it below zero.
+ *
+ * Accounts per driver: `wallet:<id>` (spendable) and `holds:<id>` (pre-deducted for vouchers);
+ * per operator: `revenue:<id>`; one `funding:sandbox` account stands for money that entered
+ * from outside (top-ups) and is the only one that goes negative by design.
+ * @module
+ */
+
+import { randomUUID } from 'node:crypto';
+import type { Queryable } from '../db/database.ts';
+
+export const walletAccount = (driverId: string) => `wallet:${driverId}`;
+export const holdsAccount = (driverId: string) => `holds:${driverId}`;
+export const revenueAccount = (operatorId: string) => `revenue:${operatorId}`;
+export const FUNDING_ACCOUNT = 'funding:sandbox';
+
+export class InsufficientFundsError extends Error {
+  readonly account: string;
+  constructor(account: string) {
+    super(`insufficient funds in ${account}`);
+    this.name = 'InsufficientFundsError';
+    this.account = account;
+  }
+}
+
+export interface JournalLine {
+  readonly account: string;
+  /** Positive credits the account, negative debits it. */
+  readonly amount: number;
+  /** A debit that must not take the balance below zero. */
+  readonly guarded?: boolean;
+}
+
+export interface JournalEntry {
+  readonly kind: 'top-up' | 'hold' | 'capture' | 'refund' | 'claw-back' | 'release';
+  /** What it is about, e.g. the voucher's cti in hex. */
+  readonly ref: string;
+  readonly at: number;
+  readonly memo?: string;
+  readonly lines: readonly JournalLine[];
+}
+
+export async function ensureAccount(
+  tx: Queryable,
+  id: string,
+  kind: string,
+  ownerId: string,
+  currency: string,
+  at: number,
+): Promise<void> {
+  await tx.execute(
+    'INSERT INTO accounts (id, kind, owner_id, currency, balance, created_at) VALUES ($1, $2, $3, $4, 0, $5) ON CONFLICT (id) DO NOTHING',
+    [id, kind, ownerId, currency, at],
+  );
+}
+
+/** Posts one balanced entry inside the caller's transaction. Returns the journal id. */
+export async function post(tx: Queryable, entry: JournalEntry): Promise<string> {
+  let sum = 0;
+  for (const line of entry.lines) {
+    if (!Number.isSafeInteger(line.amount)) throw new RangeError(`non-integer amount on ${line.account}`);
+    sum += line.amount;
+  }
+  if (sum !== 0) throw new Error(`unbalanced journal entry ${entry.kind} ${entry.ref}: lines sum to ${sum}`);
+  const lines = entry.lines.filter((l) => l.amount !== 0);
+  // Debits first: a refused guarded debit leaves nothing to undo in this statement sequence
+  // (the caller's transaction rolls back anyway).
+  for (const line of [...lines].sort((a, b) => a.amount - b.amount)) {
+    const { rowCount } = line.guarded
+      ? await tx.execute('UPDATE accounts SET balance = balance + $1 WHERE id = $2 AND balance + $1 >= 0', [
+          line.amount,
+          line.account,
+        ])
+      : await tx.execute('UPDATE accounts SET balance = balance + $1 WHERE id = $2', [
+          line.amount,
+          line.account,
+        ]);
+    if (rowCount !== 1) {
+      if (line.guarded) throw new InsufficientFundsError(line.account);
+      throw new Error(`no such account ${line.account}`);
+    }
+  }
+  const id = randomUUID();
+  await tx.execute('INSERT INTO journal (id, at, kind, ref, memo) VALUES ($1, $2, $3, $4, $5)', [
+    id,
+    entry.at,
+    entry.kind,
+    entry.ref,
+    entry.memo ?? '',
+  ]);
+  for (const line of lines) {
+    await tx.execute('INSERT INTO journal_lines (journal_id, account_id, amount) VALUES ($1, $2, $3)', [
+      id,
+      line.account,
+      line.amount,
+    ]);
+  }
+  return id;
+}
+
+export async function balance(q: Queryable, account: string): Promise<number> {
+  const row = await q.maybeOne<{ balance: number }>('SELECT balance FROM accounts WHERE id = $1', [account]);
+  return row?.balance ?? 0;
+}

@@ -1,0 +1,423 @@
+/**
+ * Settlement: receipts become captures and refunds. Receipts may come from the gateway, from
+ * the phone, from both, late, or twice; the same path takes them all.
+ *
+ * For each receipt: the voucher is one we issued; the gateway signature verifies under the
+ * registered key of the voucher's gateway; the presentation proof shows the voucher's device
+ * signed this session's transcript; the amount recomputes from the voucher's own tariff and
+ * hold; the energy is plausible for the connector's power and the duration. Idempotent by
+ * receipt hash; a second, different receipt for the same `cti` is a conflict that flags the
+ * gateway — never a second capture.
+ *
+ * Money: if the hold is still held, capture the fee and refund the rest; if the hold was
+ * already refunded (late receipt after grace, or a cancelled voucher), capture by claw-back
+ * from the wallet — bounded by the hold, possibly leaving a negative balance shown to the driver.
+ * @module
+ */
+
+import { nodeCrypto } from '../../../shared/src/crypto/node.ts';
+import {
+  chargedAmount,
+  computeFee,
+  equalBytes,
+  GENESIS_RECEIPT_HASH,
+  ProtocolError,
+  parseReceipt,
+  parseReport,
+  parseVoucher,
+  type Receipt,
+  toHex,
+  verifyPresentationProof,
+  verifyReceipt,
+  verifyReport,
+} from '../../../shared/src/index.ts';
+import type { Queryable } from '../db/database.ts';
+import { type CloudContext, DomainError } from './context.ts';
+import { holdsAccount, post, revenueAccount, walletAccount } from './money.ts';
+import { connectorsOf, type GatewayRow, gatewayById, raiseAlert } from './stations.ts';
+import { refundHold, releaseDeviceAllowance, type VoucherRow, voucherByCti } from './vouchers.ts';
+
+export type ReceiptSource = 'gateway' | 'phone';
+export type ReceiptOutcome =
+  | {
+      readonly status: 'settled';
+      readonly hash: string;
+      readonly charged: number;
+      readonly clawedBack: boolean;
+    }
+  | { readonly status: 'duplicate'; readonly hash: string }
+  | { readonly status: 'conflict'; readonly hash: string }
+  | { readonly status: 'rejected'; readonly hash: string; readonly reason: string };
+
+/** Plausibility margin over rated power × duration (meters and clocks are not exact). */
+const ENERGY_MARGIN = 1.05;
+const ENERGY_SLACK_WH = 10;
+
+export async function processReceipt(
+  ctx: CloudContext,
+  bytes: Uint8Array,
+  source: ReceiptSource,
+): Promise<ReceiptOutcome> {
+  const hash = await nodeCrypto.sha256(bytes);
+  const hex = toHex(hash);
+  let receipt: Receipt;
+  try {
+    receipt = parseReceipt(bytes);
+  } catch (err) {
+    throw new DomainError('malformed_receipt', err instanceof ProtocolError ? err.message : 'not a receipt');
+  }
+  const known = await ctx.db.maybeOne<{ status: string }>('SELECT status FROM receipts WHERE hash = $1', [
+    hash,
+  ]);
+  if (known) return { status: 'duplicate', hash: hex };
+
+  const body = receipt.body;
+  const voucher = await voucherByCti(ctx.db, body.cti);
+  if (!voucher) return store(ctx, receipt, hash, source, 'rejected', 'unknown voucher');
+  const gateway = await gatewayById(ctx, voucher.gateway_id);
+  if (!gateway?.public_key || body.gatewayId !== voucher.gateway_id) {
+    await raiseAlert(
+      ctx,
+      body.gatewayId,
+      'forged-receipt',
+      `receipt ${hex} names a gateway the voucher is not for`,
+    );
+    return store(ctx, receipt, hash, source, 'rejected', 'wrong gateway');
+  }
+  const reason = await checkReceipt(ctx, receipt, voucher, gateway);
+  if (reason) return store(ctx, receipt, hash, source, 'rejected', reason.detail);
+
+  await checkChain(ctx, gateway.id, receipt, hash);
+  const outcome = await ctx.db.transaction(async (tx): Promise<ReceiptOutcome> => {
+    if (await tx.maybeOne('SELECT hash FROM receipts WHERE hash = $1', [hash]))
+      return { status: 'duplicate', hash: hex };
+    const other = await tx.maybeOne<{ hash: Uint8Array }>(
+      "SELECT hash FROM receipts WHERE cti = $1 AND status = 'settled'",
+      [body.cti],
+    );
+    if (other) {
+      await insertReceipt(
+        tx,
+        receipt,
+        hash,
+        source,
+        'conflict',
+        `second receipt for cti; settled ${toHex(other.hash)}`,
+        ctx.now(),
+      );
+      return { status: 'conflict', hash: hex };
+    }
+    const current = (await voucherByCti(tx, body.cti))!;
+    const clawedBack = await settle(tx, current, gateway, body.chargedAmount, ctx.now());
+    await insertReceipt(tx, receipt, hash, source, 'settled', '', ctx.now());
+    return { status: 'settled', hash: hex, charged: body.chargedAmount, clawedBack };
+  });
+  // Alerts after the transaction: an equivocating gateway is flagged, never paid twice.
+  if (outcome.status === 'conflict')
+    await raiseAlert(ctx, gateway.id, 'conflict', `two receipts for voucher ${toHex(body.cti)}`);
+  return outcome;
+}
+
+async function checkReceipt(
+  ctx: CloudContext,
+  receipt: Receipt,
+  voucher: VoucherRow,
+  gateway: GatewayRow,
+): Promise<{ detail: string } | undefined> {
+  const body = receipt.body;
+  try {
+    await verifyReceipt(nodeCrypto, receipt, gateway.public_key!);
+  } catch {
+    await raiseAlert(
+      ctx,
+      gateway.id,
+      'forged-receipt',
+      `receipt for ${toHex(body.cti)} fails the gateway signature`,
+    );
+    return { detail: 'gateway signature invalid' };
+  }
+  const proofOk = await verifyPresentationProof(nodeCrypto, body.proof, {
+    deviceKey: voucher.device_key,
+    cti: voucher.cti,
+    gatewayKey: gateway.public_key!,
+    gatewayId: gateway.id,
+  });
+  if (!proofOk) {
+    await raiseAlert(
+      ctx,
+      gateway.id,
+      'bad-proof',
+      `receipt for ${toHex(body.cti)} has no valid presentation proof`,
+    );
+    return { detail: 'presentation proof invalid' };
+  }
+  const claims = parseVoucher(voucher.voucher_bytes).claims;
+  const duration = body.stoppedAt - body.startedAt;
+  const sameTariff = JSON.stringify(claims.tariff) === JSON.stringify(body.tariff);
+  const computed = computeFee(claims.tariff, body.energyWh, duration);
+  const charged = chargedAmount(claims.tariff, body.energyWh, duration, voucher.hold_amount);
+  if (
+    !sameTariff ||
+    body.computedAmount !== computed ||
+    body.chargedAmount !== charged ||
+    body.currency !== voucher.currency
+  ) {
+    await raiseAlert(
+      ctx,
+      gateway.id,
+      'inflated-amount',
+      `receipt for ${toHex(body.cti)} does not recompute (${body.chargedAmount} ≠ ${charged})`,
+    );
+    return { detail: 'amount does not recompute from the voucher tariff' };
+  }
+  const connector = connectorsOf(gateway).find((c) => c.id === body.connector);
+  const maxWh = connector ? (connector.powerW * duration * ENERGY_MARGIN) / 3_600 + ENERGY_SLACK_WH : 0;
+  if (body.energyWh > maxWh) {
+    await raiseAlert(
+      ctx,
+      gateway.id,
+      'implausible-energy',
+      `${body.energyWh} Wh in ${duration} s on connector ${body.connector}`,
+    );
+    return { detail: 'energy implausible for the connector power and duration' };
+  }
+  return undefined;
+}
+
+/** Moves the money for a valid receipt; returns whether it was a claw-back. */
+async function settle(
+  tx: Queryable,
+  voucher: VoucherRow,
+  gateway: GatewayRow,
+  charged: number,
+  now: number,
+): Promise<boolean> {
+  const ref = toHex(voucher.cti);
+  if (voucher.state === 'issued' || voucher.state === 'cancelled') {
+    const { rowCount } = await tx.execute(
+      "UPDATE vouchers SET state = 'settled', captured = $1, refunded = hold_amount - $1 WHERE cti = $2 AND state IN ('issued', 'cancelled')",
+      [charged, voucher.cti],
+    );
+    if (rowCount !== 1) throw new Error('voucher changed state during settlement');
+    await post(tx, {
+      kind: 'capture',
+      ref,
+      at: now,
+      lines: [
+        { account: holdsAccount(voucher.driver_id), amount: -voucher.hold_amount, guarded: true },
+        { account: revenueAccount(gateway.operator_id), amount: charged },
+        { account: walletAccount(voucher.driver_id), amount: voucher.hold_amount - charged },
+      ],
+    });
+    await releaseDeviceAllowance(tx, voucher.device_id, voucher.hold_amount);
+    return false;
+  }
+  if (voucher.state === 'refunded') {
+    // The hold went back to the wallet already; take the fee back from it (bounded by the hold).
+    const { rowCount } = await tx.execute(
+      "UPDATE vouchers SET state = 'settled', captured = $1, clawed_back = $1 WHERE cti = $2 AND state = 'refunded'",
+      [charged, voucher.cti],
+    );
+    if (rowCount !== 1) throw new Error('voucher changed state during settlement');
+    await post(tx, {
+      kind: 'claw-back',
+      ref,
+      at: now,
+      lines: [
+        { account: walletAccount(voucher.driver_id), amount: -charged },
+        { account: revenueAccount(gateway.operator_id), amount: charged },
+      ],
+    });
+    return true;
+  }
+  throw new Error(`voucher ${ref} is already settled`);
+}
+
+async function insertReceipt(
+  tx: Queryable,
+  receipt: Receipt,
+  hash: Uint8Array,
+  source: ReceiptSource,
+  status: 'settled' | 'conflict' | 'rejected',
+  reason: string,
+  now: number,
+): Promise<void> {
+  const b = receipt.body;
+  await tx.execute(
+    `INSERT INTO receipts (hash, cti, gateway_id, sequence, previous_hash, charged, status, reason, source, bytes, received_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (hash) DO NOTHING`,
+    [
+      hash,
+      b.cti,
+      b.gatewayId,
+      b.sequence,
+      b.previousReceiptHash,
+      b.chargedAmount,
+      status,
+      reason,
+      source,
+      receipt.bytes,
+      now,
+    ],
+  );
+}
+
+async function store(
+  ctx: CloudContext,
+  receipt: Receipt,
+  hash: Uint8Array,
+  source: ReceiptSource,
+  status: 'rejected',
+  reason: string,
+): Promise<ReceiptOutcome> {
+  await ctx.db.transaction((tx) => insertReceipt(tx, receipt, hash, source, status, reason, ctx.now()));
+  return { status, hash: toHex(hash), reason };
+}
+
+/**
+ * Chain continuity as predecessors arrive: two receipts of one gateway claiming the same
+ * predecessor are a fork (a cloned SD card); a predecessor we do not hold yet is a gap
+ * (it may still arrive, carried by another phone).
+ */
+async function checkChain(
+  ctx: CloudContext,
+  gatewayId: string,
+  receipt: Receipt,
+  hash: Uint8Array,
+): Promise<void> {
+  const b = receipt.body;
+  const sibling = await ctx.db.maybeOne<{ hash: Uint8Array }>(
+    "SELECT hash FROM receipts WHERE gateway_id = $1 AND previous_hash = $2 AND hash <> $3 AND status <> 'rejected'",
+    [gatewayId, b.previousReceiptHash, hash],
+  );
+  if (sibling)
+    await raiseAlert(
+      ctx,
+      gatewayId,
+      'fork',
+      `receipts ${toHex(sibling.hash)} and ${toHex(hash)} share a predecessor`,
+    );
+  if (!equalBytes(b.previousReceiptHash, GENESIS_RECEIPT_HASH)) {
+    const predecessor = await ctx.db.maybeOne('SELECT hash FROM receipts WHERE hash = $1', [
+      b.previousReceiptHash,
+    ]);
+    if (!predecessor)
+      await raiseAlert(ctx, gatewayId, 'gap', `predecessor of sequence ${b.sequence} not received yet`);
+  }
+}
+
+export interface ReportOutcome {
+  readonly receipts: readonly ReceiptOutcome[];
+  /** Cancelled vouchers refunded early thanks to revocation attestations. */
+  readonly earlyRefunds: number;
+  /** "Every receipt of this gateway up to sequence N is held": for bundle receipt acks. */
+  readonly ackedUpTo: number;
+}
+
+/** A gateway report, uploaded by the gateway or carried by a phone. */
+export async function processReport(
+  ctx: CloudContext,
+  bytes: Uint8Array,
+  source: ReceiptSource,
+): Promise<ReportOutcome> {
+  let report: ReturnType<typeof parseReport>;
+  try {
+    report = parseReport(bytes);
+  } catch (err) {
+    throw new DomainError('malformed_report', err instanceof ProtocolError ? err.message : 'not a report');
+  }
+  const gateway = await gatewayById(ctx, report.body.gatewayId);
+  if (!gateway?.public_key) throw new DomainError('unknown_station', 'report from an unknown gateway', 404);
+  try {
+    await verifyReport(nodeCrypto, report, gateway.public_key);
+  } catch {
+    await raiseAlert(ctx, gateway.id, 'forged-receipt', 'report fails the gateway signature');
+    throw new DomainError('invalid_report_signature', 'the report is not signed by the gateway', 403);
+  }
+  const receipts: ReceiptOutcome[] = [];
+  for (const r of report.body.receipts) receipts.push(await processReceipt(ctx, r, source));
+  await recordCheckpoint(ctx, gateway.id, report.body.checkpoint);
+  let earlyRefunds = 0;
+  for (const a of report.body.revocations) earlyRefunds += await applyAttestation(ctx, gateway.id, a);
+  return { receipts, earlyRefunds, ackedUpTo: await ackedUpTo(ctx, gateway.id) };
+}
+
+async function recordCheckpoint(
+  ctx: CloudContext,
+  gatewayId: string,
+  cp: { sequence: number; head: Uint8Array },
+) {
+  const same = await ctx.db.maybeOne<{ head: Uint8Array }>(
+    'SELECT head FROM gateway_checkpoints WHERE gateway_id = $1 AND sequence = $2',
+    [gatewayId, cp.sequence],
+  );
+  if (same && !equalBytes(same.head, cp.head)) {
+    await raiseAlert(ctx, gatewayId, 'fork', `two chain heads at sequence ${cp.sequence}`);
+  }
+  const latest = await ctx.db.maybeOne<{ sequence: number }>(
+    'SELECT MAX(sequence) AS sequence FROM gateway_checkpoints WHERE gateway_id = $1',
+    [gatewayId],
+  );
+  if (latest?.sequence !== null && latest?.sequence !== undefined && cp.sequence < latest.sequence) {
+    await raiseAlert(ctx, gatewayId, 'rollback', `checkpoint ${cp.sequence} after ${latest.sequence}`);
+  }
+  await ctx.db.execute(
+    'INSERT INTO gateway_checkpoints (gateway_id, sequence, head, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT (gateway_id, sequence) DO NOTHING',
+    [gatewayId, cp.sequence, cp.head, ctx.now()],
+  );
+}
+
+/**
+ * "Bundle V installed at ledger sequence N; of its revoked vouchers these were already spent
+ * here": any other voucher it revokes for this gateway can never be spent — refund it now.
+ */
+async function applyAttestation(
+  ctx: CloudContext,
+  gatewayId: string,
+  a: { bundleVersion: number; ledgerSequence: number; spentBeforeInstall: readonly Uint8Array[] },
+): Promise<number> {
+  await ctx.db.execute(
+    `INSERT INTO revocation_attestations (gateway_id, bundle_version, ledger_sequence, spent_before_install, received_at)
+     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (gateway_id, bundle_version) DO NOTHING`,
+    [
+      gatewayId,
+      a.bundleVersion,
+      a.ledgerSequence,
+      JSON.stringify(a.spentBeforeInstall.map(toHex)),
+      ctx.now(),
+    ],
+  );
+  const spent = new Set(a.spentBeforeInstall.map(toHex));
+  const candidates = await ctx.db.query<VoucherRow & { cancelled_bundle_version: number | null }>(
+    "SELECT * FROM vouchers WHERE gateway_id = $1 AND state = 'cancelled' AND cancelled_bundle_version IS NOT NULL AND cancelled_bundle_version < $2",
+    [gatewayId, a.bundleVersion],
+  );
+  let refunded = 0;
+  for (const row of candidates) {
+    if (spent.has(toHex(row.revocation_hash))) continue;
+    if (
+      await ctx.db.transaction((tx) =>
+        refundHold(tx, row, ctx.now(), `revocation attested in bundle ${a.bundleVersion}`),
+      )
+    ) {
+      refunded++;
+    }
+  }
+  return refunded;
+}
+
+/** The highest sequence up to which the cloud holds this gateway's whole receipt chain. */
+export async function ackedUpTo(ctx: CloudContext, gatewayId: string): Promise<number> {
+  const rows = await ctx.db.query<{ hash: Uint8Array; previous_hash: Uint8Array; sequence: number }>(
+    "SELECT hash, previous_hash, sequence FROM receipts WHERE gateway_id = $1 AND status <> 'rejected' ORDER BY sequence",
+    [gatewayId],
+  );
+  const byPrevious = new Map(rows.map((r) => [toHex(r.previous_hash), r]));
+  let at = toHex(GENESIS_RECEIPT_HASH);
+  let upTo = 0;
+  for (let next = byPrevious.get(at); next; next = byPrevious.get(at)) {
+    upTo = next.sequence;
+    at = toHex(next.hash);
+  }
+  return upTo;
+}

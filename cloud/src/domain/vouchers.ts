@@ -1,0 +1,305 @@
+/**
+ * Vouchers (pre-deduction information): issue = check funds and caps, hold the amount, sign;
+ * cancel (lost phone) = put H(cti) on the revocation list; the refund job returns unused holds
+ * after `exp` + grace (cancelled ones at `exp`), safe to run any number of times at once.
+ *
+ * Money invariant, per voucher, to the minor unit: held = captured + refunded − clawed_back.
+ * @module
+ */
+
+import { randomBytes } from 'node:crypto';
+import { nodeCrypto } from '../../../shared/src/crypto/node.ts';
+import {
+  compressPublicKey,
+  isValidPublicKey,
+  PROTOCOL_VERSION,
+  revocationHash,
+  issueVoucher as signVoucher,
+  toHex,
+} from '../../../shared/src/index.ts';
+import type { Queryable } from '../db/database.ts';
+import { currentBundleVersion } from './bundle-version.ts';
+import { type CloudContext, DomainError } from './context.ts';
+import { holdsAccount, InsufficientFundsError, post, walletAccount } from './money.ts';
+import { connectorsOf, gatewayById, tariffOf } from './stations.ts';
+
+export type VoucherState = 'issued' | 'cancelled' | 'settled' | 'refunded';
+
+export interface VoucherRow {
+  cti: Uint8Array;
+  driver_id: string;
+  device_id: string;
+  gateway_id: string;
+  connector: number | null;
+  device_key: Uint8Array;
+  revocation_hash: Uint8Array;
+  hold_amount: number;
+  currency: string;
+  issued_at: number;
+  expires_at: number;
+  grace_until: number;
+  state: VoucherState;
+  captured: number;
+  refunded: number;
+  clawed_back: number;
+  cancelled_at: number | null;
+  voucher_bytes: Uint8Array;
+}
+
+export interface IssueRequest {
+  readonly driverId: string;
+  /** The app installation's id: the unit of the per-device cap. */
+  readonly deviceId: string;
+  /** The fresh public key this voucher binds (SEC1, P-256). */
+  readonly devicePublicKey: Uint8Array;
+  readonly gatewayId: string;
+  readonly connector?: number | undefined;
+  readonly amount: number;
+}
+
+export interface IssuedVoucher {
+  readonly cti: string;
+  readonly voucher: Uint8Array;
+  readonly holdAmount: number;
+  readonly currency: string;
+  readonly expiresAt: number;
+  readonly graceUntil: number;
+}
+
+export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promise<IssuedVoucher> {
+  const { rules } = ctx;
+  if (!Number.isSafeInteger(req.amount) || req.amount < rules.minHold || req.amount > rules.maxHold) {
+    throw new DomainError(
+      'invalid_amount',
+      `the amount must be ${rules.minHold}–${rules.maxHold} minor units`,
+    );
+  }
+  if (!isValidPublicKey(req.devicePublicKey))
+    throw new DomainError('invalid_device_key', 'not a P-256 public key');
+  const gateway = await gatewayById(ctx, req.gatewayId);
+  if (!gateway || !gateway.key_digest || gateway.key_revoked_at !== null) {
+    throw new DomainError('unknown_station', `no provisioned station ${req.gatewayId}`, 404);
+  }
+  if (req.connector !== undefined && !connectorsOf(gateway).some((c) => c.id === req.connector)) {
+    throw new DomainError(
+      'unknown_connector',
+      `station ${req.gatewayId} has no connector ${req.connector}`,
+      404,
+    );
+  }
+  const driver = await ctx.db.maybeOne<{ currency: string }>('SELECT currency FROM drivers WHERE id = $1', [
+    req.driverId,
+  ]);
+  if (!driver) throw new DomainError('unknown_driver', 'no such driver', 404);
+  if (driver.currency !== gateway.currency) {
+    throw new DomainError(
+      'currency_mismatch',
+      `the station charges in ${gateway.currency}, the wallet is in ${driver.currency}`,
+    );
+  }
+
+  // Signed before the transaction (signing is async and needs no database state); if the
+  // transaction refuses, the signed voucher is simply never handed out.
+  const now = ctx.now();
+  const cti = randomBytes(16);
+  const deviceKey = compressPublicKey(req.devicePublicKey);
+  const expiresAt = now + rules.voucherLifetimeSeconds;
+  const issuer = await ctx.keys.currentIssuer();
+  const voucher = await signVoucher(issuer.key, issuer.kid, {
+    issuer: ctx.issuer,
+    subject: randomBytes(8), // pseudonymous per voucher: unlinkable across stations
+    issuedAt: now,
+    notBefore: now,
+    expiresAt,
+    cti,
+    deviceKey,
+    minVersion: PROTOCOL_VERSION,
+    gatewayId: gateway.id,
+    connector: req.connector,
+    hold: { amount: req.amount, currency: gateway.currency },
+    tariff: tariffOf(gateway),
+    gatewayKeyDigest: gateway.key_digest,
+  });
+  const revocation = await revocationHash(nodeCrypto, cti);
+
+  await ctx.db.transaction(async (tx) => {
+    await reserveDeviceAllowance(tx, req.deviceId, req.amount, rules.perDeviceCap);
+    try {
+      await post(tx, {
+        kind: 'hold',
+        ref: toHex(cti),
+        at: now,
+        lines: [
+          { account: walletAccount(req.driverId), amount: -req.amount, guarded: true },
+          { account: holdsAccount(req.driverId), amount: req.amount },
+        ],
+      });
+    } catch (err) {
+      if (err instanceof InsufficientFundsError)
+        throw new DomainError('insufficient_funds', 'the wallet balance is too low', 402);
+      throw err;
+    }
+    await tx.execute(
+      `INSERT INTO vouchers (cti, driver_id, device_id, gateway_id, connector, device_key, revocation_hash,
+         hold_amount, currency, issued_at, expires_at, grace_until, state, voucher_bytes)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'issued', $13)`,
+      [
+        cti,
+        req.driverId,
+        req.deviceId,
+        gateway.id,
+        req.connector ?? null,
+        deviceKey,
+        revocation,
+        req.amount,
+        gateway.currency,
+        now,
+        expiresAt,
+        expiresAt + rules.graceSeconds,
+        voucher.bytes,
+      ],
+    );
+  });
+  return {
+    cti: toHex(cti),
+    voucher: voucher.bytes,
+    holdAmount: req.amount,
+    currency: gateway.currency,
+    expiresAt,
+    graceUntil: expiresAt + rules.graceSeconds,
+  };
+}
+
+/** The per-device cap as a guarded counter: concurrent issues can never pass it together. */
+async function reserveDeviceAllowance(
+  tx: Queryable,
+  deviceId: string,
+  amount: number,
+  cap: number,
+): Promise<void> {
+  await tx.execute(
+    'INSERT INTO device_allowances (device_id, outstanding) VALUES ($1, 0) ON CONFLICT (device_id) DO NOTHING',
+    [deviceId],
+  );
+  const { rowCount } = await tx.execute(
+    'UPDATE device_allowances SET outstanding = outstanding + $1 WHERE device_id = $2 AND outstanding + $1 <= $3',
+    [amount, deviceId, cap],
+  );
+  if (rowCount !== 1) {
+    throw new DomainError(
+      'device_cap_reached',
+      `outstanding vouchers on this device would exceed ${cap} minor units`,
+      409,
+    );
+  }
+}
+
+export async function releaseDeviceAllowance(tx: Queryable, deviceId: string, amount: number): Promise<void> {
+  await tx.execute('UPDATE device_allowances SET outstanding = outstanding - $1 WHERE device_id = $2', [
+    amount,
+    deviceId,
+  ]);
+}
+
+export async function voucherByCti(q: Queryable, cti: Uint8Array): Promise<VoucherRow | undefined> {
+  return q.maybeOne<VoucherRow>('SELECT * FROM vouchers WHERE cti = $1', [cti]);
+}
+
+/** Lost phone: the voucher goes on the revocation list; its hold is refunded at `exp` (or earlier on attestation). */
+export async function cancelVoucher(
+  ctx: CloudContext,
+  driverId: string,
+  cti: Uint8Array,
+): Promise<VoucherRow> {
+  return ctx.db.transaction(async (tx) => {
+    // The next bundle built (version > this) is the first to carry the revocation.
+    const bundleVersion = await currentBundleVersion(tx);
+    const { rowCount } = await tx.execute(
+      `UPDATE vouchers SET state = 'cancelled', cancelled_at = $1, cancelled_bundle_version = $2
+       WHERE cti = $3 AND driver_id = $4 AND state = 'issued'`,
+      [ctx.now(), bundleVersion, cti, driverId],
+    );
+    const row = await voucherByCti(tx, cti);
+    if (!row || row.driver_id !== driverId) throw new DomainError('unknown_voucher', 'no such voucher', 404);
+    if (rowCount !== 1 && row.state !== 'cancelled') {
+      throw new DomainError('voucher_not_cancellable', `the voucher is already ${row.state}`, 409);
+    }
+    return row;
+  });
+}
+
+/**
+ * Returns an unused hold to the wallet, once: the state change is the guard, so concurrent
+ * runs (two cloud processes, a retried job) refund at most once.
+ */
+export async function refundHold(
+  tx: Queryable,
+  row: VoucherRow,
+  now: number,
+  reason: string,
+): Promise<boolean> {
+  const { rowCount } = await tx.execute(
+    "UPDATE vouchers SET state = 'refunded', refunded = hold_amount WHERE cti = $1 AND state IN ('issued', 'cancelled')",
+    [row.cti],
+  );
+  if (rowCount !== 1) return false;
+  await post(tx, {
+    kind: 'refund',
+    ref: toHex(row.cti),
+    at: now,
+    memo: reason,
+    lines: [
+      { account: holdsAccount(row.driver_id), amount: -row.hold_amount, guarded: true },
+      { account: walletAccount(row.driver_id), amount: row.hold_amount },
+    ],
+  });
+  await releaseDeviceAllowance(tx, row.device_id, row.hold_amount);
+  return true;
+}
+
+/**
+ * The refund job: unused holds after `exp` + grace, cancelled ones after `exp`. Each voucher
+ * in its own transaction; safe to run twice, or in two processes at once.
+ */
+export async function refundExpiredHolds(ctx: CloudContext, limit = 1_000): Promise<number> {
+  const now = ctx.now();
+  const due = await ctx.db.query<VoucherRow>(
+    `SELECT * FROM vouchers WHERE (state = 'issued' AND grace_until <= $1) OR (state = 'cancelled' AND expires_at <= $1)
+     ORDER BY grace_until LIMIT $2`,
+    [now, limit],
+  );
+  let refunded = 0;
+  for (const row of due) {
+    const done = await ctx.db.transaction((tx) =>
+      refundHold(
+        tx,
+        row,
+        now,
+        row.state === 'cancelled' ? 'cancelled voucher expired' : 'unused after grace',
+      ),
+    );
+    if (done) refunded++;
+  }
+  return refunded;
+}
+
+/** A dead gateway key: vouchers pinned to it can never be used; refund them now. */
+export async function revokeGatewayKey(ctx: CloudContext, gatewayId: string): Promise<number> {
+  const now = ctx.now();
+  await ctx.db.execute('UPDATE gateways SET key_revoked_at = $1 WHERE id = $2', [now, gatewayId]);
+  const open = await ctx.db.query<VoucherRow>(
+    "SELECT * FROM vouchers WHERE gateway_id = $1 AND state IN ('issued', 'cancelled')",
+    [gatewayId],
+  );
+  let refunded = 0;
+  for (const row of open) {
+    if (await ctx.db.transaction((tx) => refundHold(tx, row, now, 'gateway key revoked'))) refunded++;
+  }
+  return refunded;
+}
+
+export async function vouchersOfDriver(ctx: CloudContext, driverId: string): Promise<VoucherRow[]> {
+  return ctx.db.query<VoucherRow>('SELECT * FROM vouchers WHERE driver_id = $1 ORDER BY issued_at DESC', [
+    driverId,
+  ]);
+}
