@@ -8,6 +8,7 @@
  * @module
  */
 
+import { DOMAIN_MIGRATIONS } from '../domain/schema.ts';
 import type { Migration } from './migrate.ts';
 
 export const MIGRATIONS: readonly Migration[] = [
@@ -23,4 +24,6 @@ CREATE TABLE kv_meta (
 );
 `,
   },
+  // The money, station and settlement tables (ids from 100).
+  ...DOMAIN_MIGRATIONS,
 ];

@@ -9,7 +9,6 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Database } from '../../../cloud/src/db/database.ts';
-import { MIGRATIONS } from '../../../cloud/src/db/migrations.ts';
 import { openDatabase } from '../../../cloud/src/db/open.ts';
 import {
   type CloudContext,
@@ -17,7 +16,6 @@ import {
   type MoneyRules,
 } from '../../../cloud/src/domain/context.ts';
 import { KeyStore } from '../../../cloud/src/domain/keys.ts';
-import { DOMAIN_MIGRATIONS } from '../../../cloud/src/domain/schema.ts';
 import { provisionGateway, registerGateway } from '../../../cloud/src/domain/stations.ts';
 import { nodeCrypto } from '../../../shared/src/crypto/node.ts';
 import {
@@ -36,8 +34,6 @@ import {
   signReceipt,
   type Tariff,
 } from '../../../shared/src/index.ts';
-
-const CLOUD_MIGRATIONS = [...MIGRATIONS, ...DOMAIN_MIGRATIONS];
 
 export const TARIFF: Tariff = { energyPrice: 1_200_000, serviceFee: 400_000, timeFee: 0 };
 export const GATEWAY_ID = 'gw-cloud-01';
@@ -68,7 +64,7 @@ export async function openCloudWorld(
   const clock = { now: options.now ?? 1_800_000_000 };
   const rules = { ...DEFAULT_MONEY_RULES, ...options.rules };
   const make = async (existingGateway?: SimulatedGateway): Promise<CloudWorld> => {
-    const db = await openDatabase({ ...location, migrations: CLOUD_MIGRATIONS });
+    const db = await openDatabase(location);
     const keys = new KeyStore(db, masterKey);
     const ctx: CloudContext = { db, keys, now: () => clock.now, rules, issuer: 'pilepass-test' };
     await keys.ensureKeys(clock.now);
