@@ -77,7 +77,7 @@ export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promis
   if (!isValidPublicKey(req.devicePublicKey))
     throw new DomainError('invalid_device_key', 'not a P-256 public key');
   const gateway = await gatewayById(ctx, req.gatewayId);
-  if (!gateway || !gateway.key_digest || gateway.key_revoked_at !== null) {
+  if (!gateway?.key_digest || gateway.key_revoked_at !== null) {
     throw new DomainError('unknown_station', `no provisioned station ${req.gatewayId}`, 404);
   }
   if (req.connector !== undefined && !connectorsOf(gateway).some((c) => c.id === req.connector)) {

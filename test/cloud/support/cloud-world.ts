@@ -46,6 +46,9 @@ export interface CloudWorld {
   readonly db: Database;
   readonly clock: { now: number };
   readonly gateway: SimulatedGateway;
+  /** Where the database lives and the key that encrypts its signing keys (to start real cloud processes on it). */
+  readonly location: { readonly databaseUrl?: string; readonly sqlitePath?: string };
+  readonly masterKey: Uint8Array;
   /** Re-opens the database (a cloud restart) keeping the same keys and clock. */
   restart(): Promise<CloudWorld>;
   close(): Promise<void>;
@@ -91,6 +94,8 @@ export async function openCloudWorld(
       db,
       clock,
       gateway,
+      location,
+      masterKey,
       restart: async () => {
         await db.close();
         return make(gateway);
