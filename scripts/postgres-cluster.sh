@@ -148,14 +148,21 @@ cmd_stop() {
     pid="$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null || true)"
     as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate -w -t 30 stop >/dev/null 2>&1 || true
     # pg_ctl returns once postmaster.pid is gone; the postmaster exits a moment later.
-    # A postmaster started by pg_ctl is re-parented to PID 1, which reaps it when it gets to
-    # it; a zombie has exited, so stop waiting at that point.
     if [[ "$pid" =~ ^[0-9]+$ ]]; then
       for _ in $(seq 1 100); do
         running "$pid" || break
         sleep 0.05
       done
       if running "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+      # Started by pg_ctl it was re-parented to PID 1, which may take a second to reap it:
+      # wait (at most 5 s) so that no postgres process outlives `stop`. (A zombie whose
+      # parent is alive, e.g. the test process calling us, is reaped when that parent runs.)
+      if [ "$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null)" = 1 ]; then
+        for _ in $(seq 1 100); do
+          kill -0 "$pid" 2>/dev/null || break
+          sleep 0.05
+        done
+      fi
     fi
   fi
   rm -rf "$dir"

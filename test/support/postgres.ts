@@ -75,7 +75,7 @@ export async function withPostgres(): Promise<PostgresFixture> {
   if (external) {
     if (!/^postgres(ql)?:\/\//i.test(external))
       throw new Error('DATABASE_URL must be a postgres:// URL to run the PostgreSQL tests against it');
-    return schemaFixture(external, true, started, async () => {});
+    return schemaFixture(external, started);
   }
   const cluster = await startCluster();
   try {
@@ -98,13 +98,8 @@ export async function withPostgres(): Promise<PostgresFixture> {
   };
 }
 
-/** Isolation by schemas on a server we do not own. */
-async function schemaFixture(
-  serverUrl: string,
-  external: boolean,
-  started: number,
-  after: () => Promise<void>,
-): Promise<PostgresFixture> {
+/** Isolation by schemas on a server we do not own (DATABASE_URL). */
+async function schemaFixture(serverUrl: string, started: number): Promise<PostgresFixture> {
   const schemas: string[] = [];
   const fresh = async (): Promise<string> => {
     const schema = schemaName();
@@ -113,18 +108,14 @@ async function schemaFixture(
     return withSearchPath(serverUrl, schema);
   };
   const url = await fresh();
-  let stopped = false;
   return {
     url,
-    external,
+    external: true,
     startupMs: performance.now() - started,
     freshUrl: fresh,
     stop: async () => {
-      if (stopped) return;
-      stopped = true;
       for (const schema of schemas.splice(0))
         await adminQuery(serverUrl, `DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-      await after();
     },
   };
 }
@@ -217,14 +208,14 @@ async function startCluster(): Promise<Cluster> {
   };
   process.once('exit', onExit);
   try {
-    let port = await freePort();
-    await script('init', dir, String(port), '--fast');
-    const bin = await script('bindir');
-    // Pass the dir to a watchdog that stops the cluster if this process dies without cleaning up.
+    // A watchdog stops the cluster and removes the dir if this process dies without cleaning up.
     spawn('bash', [CLUSTER_SCRIPT, 'watch', String(process.pid), dir], {
       detached: true,
       stdio: 'ignore',
     }).unref();
+    let port = await freePort();
+    await script('init', dir, String(port), '--fast');
+    const bin = await script('bindir');
     const logFile = join(dir, 'server.log');
     for (let attempt = 1; ; attempt++) {
       const log = openSync(logFile, 'a');

@@ -61,6 +61,11 @@
  *   on the latest row version instead of failing, no retries. Read-then-write logic
  *   (`SELECT` a value, compute, `UPDATE` with it) needs the default. SQLite is always
  *   serializable. The migration runner uses 'read committed' under its advisory lock.
+ * - Several processes on one SQLite file are safe (the write lock serializes them) but not
+ *   fair: a waiting process sleeps in SQLite's busy handler, blocking its event loop, while
+ *   a busy one may take the lock again and again (measured: one process runs its 100
+ *   debits, then the other). Run one cloud process per SQLite file; use PostgreSQL to scale
+ *   out.
  * @module
  */
 
