@@ -22,6 +22,7 @@ export * from './messages/fields.ts';
 export * from './messages/hello.ts';
 export * from './messages/receipt.ts';
 export * from './messages/report.ts';
+export * from './messages/sync-request.ts';
 export * from './messages/voucher.ts';
 export * from './session/channel.ts';
 export * from './session/messages.ts';

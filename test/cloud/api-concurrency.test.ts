@@ -5,59 +5,30 @@
  * at exactly zero — never below.
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
 import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registerDriver, signIn, topUp, walletOf } from '../../cloud/src/domain/drivers.ts';
 import { nodeCrypto } from '../../shared/src/crypto/node.ts';
+import { freePort, startCloudProcess } from '../support/cloud-process.ts';
 import { withPostgres } from '../support/postgres.ts';
 import { type Backend, type CloudWorld, GATEWAY_ID, openCloudWorld } from './support/cloud-world.ts';
 
-const CLI = new URL('../../cloud/bin/pilepass-cloud', import.meta.url).pathname;
 const AMOUNT = 1_000;
 const AFFORDABLE = 150;
 const REQUESTS = 200;
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      );
-    });
+async function startCloudFor(world: CloudWorld, port: number) {
+  const proc = await startCloudProcess({
+    port,
+    masterKeyHex: Buffer.from(world.masterKey).toString('hex'),
+    operatorToken: 'operator-concurrency-test',
+    env: { PILEPASS_PER_DEVICE_CAP: String(10_000_000) },
+    ...(world.location.databaseUrl
+      ? { databaseUrl: world.location.databaseUrl }
+      : { dataDir: dirname(world.location.sqlitePath!) }),
   });
-}
-
-async function startCloudProcess(world: CloudWorld, port: number): Promise<ChildProcess> {
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    PORT: String(port),
-    HOST: '127.0.0.1',
-    PILEPASS_MASTER_KEY: Buffer.from(world.masterKey).toString('hex'),
-    PILEPASS_OPERATOR_TOKEN: 'operator-concurrency-test',
-    PILEPASS_PER_DEVICE_CAP: String(10_000_000),
-    LOG_LEVEL: 'warn',
-  };
-  if (world.location.databaseUrl) env.DATABASE_URL = world.location.databaseUrl;
-  else env.PILEPASS_DATA_DIR = dirname(world.location.sqlitePath!);
-  const child = spawn(CLI, ['start'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  for (let i = 0; i < 150; i++) {
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/v1/stations`);
-      if (res.ok) return child;
-    } catch {}
-    if (child.exitCode !== null) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  child.kill('SIGKILL');
-  throw new Error(`cloud process did not start: ${stderr}`);
+  return proc.child;
 }
 
 describe.each<Backend>(['sqlite', 'postgres'])('no overdraw across processes on %s', (backend) => {
@@ -89,7 +60,7 @@ describe.each<Backend>(['sqlite', 'postgres'])('no overdraw across processes on 
     await topUp(world.ctx, driverId, AMOUNT * AFFORDABLE);
     const { token } = await signIn(world.ctx, 'race@example.com', 'correct horse battery');
     const ports = [await freePort(), await freePort()];
-    for (const port of ports) children.push(await startCloudProcess(world, port));
+    for (const port of ports) children.push(await startCloudFor(world, port));
 
     const keys = await Promise.all(Array.from({ length: REQUESTS }, () => nodeCrypto.generateSigningKey()));
     const responses = await Promise.all(

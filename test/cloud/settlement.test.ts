@@ -11,7 +11,7 @@ import { DomainError } from '../../cloud/src/domain/context.ts';
 import { registerDriver, topUp, walletOf } from '../../cloud/src/domain/drivers.ts';
 import { processReceipt, processReport } from '../../cloud/src/domain/settlement.ts';
 import { listAlerts } from '../../cloud/src/domain/stations.ts';
-import { handleSync, issueSyncNonce, syncSignedBytes } from '../../cloud/src/domain/sync.ts';
+import { handleSync, issueSyncNonce } from '../../cloud/src/domain/sync.ts';
 import {
   cancelVoucher,
   issueVoucher,
@@ -28,6 +28,7 @@ import {
   revocationHash,
   signReceipt,
   signReport,
+  syncSignedBytes,
   verifyBundle,
 } from '../../shared/src/index.ts';
 import { withPostgres } from '../support/postgres.ts';

@@ -150,6 +150,7 @@ CREATE TABLE receipts (
   charged BIGINT NOT NULL,
   status TEXT NOT NULL,
   reason TEXT NOT NULL DEFAULT '',
+  gateway_verified {{bool}} NOT NULL,
   source TEXT NOT NULL,
   bytes {{bytes}} NOT NULL,
   received_at BIGINT NOT NULL

@@ -72,20 +72,29 @@ export async function processReceipt(
   if (known) return { status: 'duplicate', hash: hex };
 
   const body = receipt.body;
+  // The gateway signature first, under the key registered for the gateway the receipt names:
+  // only receipts that verify count towards acknowledgements and chain checks.
+  const gateway = await gatewayById(ctx, body.gatewayId);
+  let verified = false;
+  if (gateway?.public_key) {
+    try {
+      await verifyReceipt(nodeCrypto, receipt, gateway.public_key);
+      verified = true;
+    } catch {}
+  }
+  if (!gateway || !verified) {
+    if (gateway)
+      await raiseAlert(ctx, gateway.id, 'forged-receipt', `receipt ${hex} fails the gateway signature`);
+    return store(ctx, receipt, hash, source, 'rejected', 'gateway signature invalid', false);
+  }
   const voucher = await voucherByCti(ctx.db, body.cti);
-  if (!voucher) return store(ctx, receipt, hash, source, 'rejected', 'unknown voucher');
-  const gateway = await gatewayById(ctx, voucher.gateway_id);
-  if (!gateway?.public_key || body.gatewayId !== voucher.gateway_id) {
-    await raiseAlert(
-      ctx,
-      body.gatewayId,
-      'forged-receipt',
-      `receipt ${hex} names a gateway the voucher is not for`,
-    );
-    return store(ctx, receipt, hash, source, 'rejected', 'wrong gateway');
+  if (!voucher) return store(ctx, receipt, hash, source, 'rejected', 'unknown voucher', true);
+  if (voucher.gateway_id !== gateway.id) {
+    await raiseAlert(ctx, gateway.id, 'forged-receipt', `receipt ${hex} for a voucher of another station`);
+    return store(ctx, receipt, hash, source, 'rejected', 'voucher is for another station', true);
   }
   const reason = await checkReceipt(ctx, receipt, voucher, gateway);
-  if (reason) return store(ctx, receipt, hash, source, 'rejected', reason.detail);
+  if (reason) return store(ctx, receipt, hash, source, 'rejected', reason.detail, true);
 
   await checkChain(ctx, gateway.id, receipt, hash);
   const outcome = await ctx.db.transaction(async (tx): Promise<ReceiptOutcome> => {
@@ -96,20 +105,13 @@ export async function processReceipt(
       [body.cti],
     );
     if (other) {
-      await insertReceipt(
-        tx,
-        receipt,
-        hash,
-        source,
-        'conflict',
-        `second receipt for cti; settled ${toHex(other.hash)}`,
-        ctx.now(),
-      );
+      const why = `second receipt for cti; settled ${toHex(other.hash)}`;
+      await insertReceipt(tx, receipt, hash, source, 'conflict', why, true, ctx.now());
       return { status: 'conflict', hash: hex };
     }
     const current = (await voucherByCti(tx, body.cti))!;
     const clawedBack = await settle(tx, current, gateway, body.chargedAmount, ctx.now());
-    await insertReceipt(tx, receipt, hash, source, 'settled', '', ctx.now());
+    await insertReceipt(tx, receipt, hash, source, 'settled', '', true, ctx.now());
     return { status: 'settled', hash: hex, charged: body.chargedAmount, clawedBack };
   });
   // Alerts after the transaction: an equivocating gateway is flagged, never paid twice.
@@ -125,17 +127,6 @@ async function checkReceipt(
   gateway: GatewayRow,
 ): Promise<{ detail: string } | undefined> {
   const body = receipt.body;
-  try {
-    await verifyReceipt(nodeCrypto, receipt, gateway.public_key!);
-  } catch {
-    await raiseAlert(
-      ctx,
-      gateway.id,
-      'forged-receipt',
-      `receipt for ${toHex(body.cti)} fails the gateway signature`,
-    );
-    return { detail: 'gateway signature invalid' };
-  }
   const proofOk = await verifyPresentationProof(nodeCrypto, body.proof, {
     deviceKey: voucher.device_key,
     cti: voucher.cti,
@@ -240,12 +231,14 @@ async function insertReceipt(
   source: ReceiptSource,
   status: 'settled' | 'conflict' | 'rejected',
   reason: string,
+  gatewayVerified: boolean,
   now: number,
 ): Promise<void> {
   const b = receipt.body;
   await tx.execute(
-    `INSERT INTO receipts (hash, cti, gateway_id, sequence, previous_hash, charged, status, reason, source, bytes, received_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (hash) DO NOTHING`,
+    `INSERT INTO receipts (hash, cti, gateway_id, sequence, previous_hash, charged, status, reason, gateway_verified,
+       source, bytes, received_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (hash) DO NOTHING`,
     [
       hash,
       b.cti,
@@ -255,6 +248,7 @@ async function insertReceipt(
       b.chargedAmount,
       status,
       reason,
+      gatewayVerified,
       source,
       receipt.bytes,
       now,
@@ -269,8 +263,11 @@ async function store(
   source: ReceiptSource,
   status: 'rejected',
   reason: string,
+  gatewayVerified: boolean,
 ): Promise<ReceiptOutcome> {
-  await ctx.db.transaction((tx) => insertReceipt(tx, receipt, hash, source, status, reason, ctx.now()));
+  await ctx.db.transaction((tx) =>
+    insertReceipt(tx, receipt, hash, source, status, reason, gatewayVerified, ctx.now()),
+  );
   return { status, hash: toHex(hash), reason };
 }
 
@@ -287,7 +284,7 @@ async function checkChain(
 ): Promise<void> {
   const b = receipt.body;
   const sibling = await ctx.db.maybeOne<{ hash: Uint8Array }>(
-    "SELECT hash FROM receipts WHERE gateway_id = $1 AND previous_hash = $2 AND hash <> $3 AND status <> 'rejected'",
+    'SELECT hash FROM receipts WHERE gateway_id = $1 AND previous_hash = $2 AND hash <> $3 AND gateway_verified',
     [gatewayId, b.previousReceiptHash, hash],
   );
   if (sibling)
@@ -409,7 +406,7 @@ async function applyAttestation(
 /** The highest sequence up to which the cloud holds this gateway's whole receipt chain. */
 export async function ackedUpTo(ctx: CloudContext, gatewayId: string): Promise<number> {
   const rows = await ctx.db.query<{ hash: Uint8Array; previous_hash: Uint8Array; sequence: number }>(
-    "SELECT hash, previous_hash, sequence FROM receipts WHERE gateway_id = $1 AND status <> 'rejected' ORDER BY sequence",
+    'SELECT hash, previous_hash, sequence FROM receipts WHERE gateway_id = $1 AND gateway_verified ORDER BY sequence',
     [gatewayId],
   );
   const byPrevious = new Map(rows.map((r) => [toHex(r.previous_hash), r]));

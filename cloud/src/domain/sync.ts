@@ -12,7 +12,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { nodeCrypto } from '../../../shared/src/crypto/node.ts';
-import { type Bundle, encodeCbor, isLowS, signBundle } from '../../../shared/src/index.ts';
+import { type Bundle, isLowS, signBundle, syncSignedBytes } from '../../../shared/src/index.ts';
 import { nextBundleVersion } from './bundle-version.ts';
 import { type CloudContext, DomainError } from './context.ts';
 import { ackedUpTo, processReport, type ReportOutcome } from './settlement.ts';
@@ -67,16 +67,6 @@ export async function issueSyncNonce(
     expiresAt,
   ]);
   return { nonce, expiresAt };
-}
-
-/** What a gateway signs to authenticate a sync. */
-export function syncSignedBytes(
-  gatewayId: string,
-  cloudNonce: Uint8Array,
-  gatewayNonce: Uint8Array,
-  uploadDigest: Uint8Array,
-): Uint8Array {
-  return encodeCbor(['PilePass sync', gatewayId, cloudNonce, gatewayNonce, uploadDigest]);
 }
 
 export interface SyncRequest {
