@@ -19,6 +19,8 @@ export interface CloudConfig {
   readonly databaseUrl: string | undefined;
   readonly masterKey: Uint8Array;
   readonly operatorToken: string;
+  /** Shared secret for the sandbox PSP's signed webhooks. */
+  readonly pspWebhookSecret: string;
   readonly rules: MoneyRules;
   readonly issuer: string;
   /** How often the refund job runs inside the service (s). */
@@ -66,6 +68,14 @@ export function loadCloudConfig(env: NodeJS.ProcessEnv = process.env): CloudConf
       warnings,
       'operator token',
     );
+  const pspWebhookSecret =
+    env.PILEPASS_PSP_WEBHOOK_SECRET ??
+    secretFile(
+      join(dataDir, 'psp-webhook-secret'),
+      () => randomBytes(24).toString('base64url'),
+      warnings,
+      'PSP webhook secret',
+    );
   return {
     port: intFromEnv(env, 'PORT', 8080),
     host: env.HOST ?? '127.0.0.1',
@@ -73,6 +83,7 @@ export function loadCloudConfig(env: NodeJS.ProcessEnv = process.env): CloudConf
     databaseUrl: env.DATABASE_URL || undefined,
     masterKey: new Uint8Array(Buffer.from(masterHex, 'hex')),
     operatorToken,
+    pspWebhookSecret,
     rules: {
       voucherLifetimeSeconds: intFromEnv(
         env,

@@ -26,6 +26,7 @@ export async function startCloud(env: NodeJS.ProcessEnv = process.env) {
   const ctx: CloudContext = { db, keys, now, rules: config.rules, issuer: config.issuer };
   const app = await buildServer(ctx, {
     operatorToken: config.operatorToken,
+    pspWebhookSecret: config.pspWebhookSecret,
     logger: { level: env.LOG_LEVEL ?? 'info' },
   });
   for (const warning of config.warnings) app.log.warn(warning);

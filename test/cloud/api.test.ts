@@ -318,3 +318,116 @@ describe.each<Backend>(['sqlite', 'postgres'])('HTTP API on %s', (backend) => {
     expect(res.json()).toMatchObject({ error: { code: 'invalid_request' } });
   });
 });
+
+describe('card pre-authorisation through the sandbox PSP (SQLite)', () => {
+  let world: CloudWorld;
+  let app: FastifyInstance;
+  const SECRET = 'psp-webhook-secret-for-tests';
+
+  beforeAll(async () => {
+    world = await openCloudWorld('sqlite');
+    app = await buildServer(world.ctx, { operatorToken: OPERATOR, pspWebhookSecret: SECRET });
+  });
+  afterAll(async () => {
+    await app?.close();
+    await world?.close();
+  });
+
+  it('holds by pre-authorisation, captures the fee, and takes signed webhooks only', async () => {
+    const { signWebhook } = await import('../../cloud/src/domain/psp.ts');
+    await app.inject({
+      method: 'POST',
+      url: '/v1/drivers',
+      payload: { email: 'card@example.com', password: 'long enough' },
+    });
+    const { token } = (
+      await app.inject({
+        method: 'POST',
+        url: '/v1/sessions',
+        payload: { email: 'card@example.com', password: 'long enough' },
+      })
+    ).json() as { token: string };
+    const auth = { authorization: `Bearer ${token}` };
+    const method = await app.inject({
+      method: 'POST',
+      url: '/v1/wallet/payment-method',
+      payload: { method: 'sandbox-preauth' },
+      headers: auth,
+    });
+    expect(method.json()).toEqual({ method: 'sandbox-preauth' });
+    const device = await nodeCrypto.generateSigningKey();
+    const issued = await app.inject({
+      method: 'POST',
+      url: '/v1/vouchers',
+      headers: { ...auth, 'idempotency-key': 'card-voucher-01' },
+      payload: {
+        gatewayId: GATEWAY_ID,
+        connector: 1,
+        amount: 5_000,
+        devicePublicKey: b64(device.publicKey),
+        deviceId: 'card-device-01',
+      },
+    });
+    expect(issued.statusCode).toBe(201);
+    // The wallet was never touched: the hold is at the card issuer.
+    expect((await app.inject({ method: 'GET', url: '/v1/wallet', headers: auth })).json()).toMatchObject({
+      balance: 0,
+      held: 0,
+    });
+    const voucher = new Uint8Array(Buffer.from((issued.json() as { voucher: string }).voucher, 'base64url'));
+    const receipt = await world.gateway.charge(voucher, device, 10_000, 1_800, world.clock.now);
+    const settled = await app.inject({
+      method: 'POST',
+      url: '/v1/receipts',
+      payload: { receipt: b64(receipt) },
+    });
+    expect(settled.json()).toMatchObject({ status: 'settled', charged: 1_600 });
+    const auths = await world.db.query<{ status: string; captured: number }>(
+      'SELECT status, captured FROM psp_authorizations',
+    );
+    expect(auths).toEqual([{ status: 'captured', captured: 1_600 }]);
+
+    const event = JSON.stringify({
+      id: 'evt_test_0001',
+      type: 'authorization.voided',
+      authorizationId: 'auth_unknown',
+    });
+    const unsigned = await app.inject({
+      method: 'POST',
+      url: '/v1/psp/sandbox/webhook',
+      payload: event,
+      headers: { 'content-type': 'application/json' },
+    });
+    expect(unsigned.statusCode).toBe(401);
+    const forged = await app.inject({
+      method: 'POST',
+      url: '/v1/psp/sandbox/webhook',
+      payload: event,
+      headers: {
+        'content-type': 'application/json',
+        'pilepass-sandbox-signature': signWebhook('wrong secret', event, world.clock.now),
+      },
+    });
+    expect(forged.statusCode).toBe(401);
+    const signed = {
+      'content-type': 'application/json',
+      'pilepass-sandbox-signature': signWebhook(SECRET, event, world.clock.now),
+    };
+    expect(
+      (
+        await app.inject({ method: 'POST', url: '/v1/psp/sandbox/webhook', payload: event, headers: signed })
+      ).json(),
+    ).toEqual({
+      received: true,
+      applied: true,
+    });
+    expect(
+      (
+        await app.inject({ method: 'POST', url: '/v1/psp/sandbox/webhook', payload: event, headers: signed })
+      ).json(),
+    ).toEqual({
+      received: true,
+      applied: false,
+    });
+  });
+});

@@ -9,7 +9,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { registerDriver, topUp } from '../../cloud/src/domain/drivers.ts';
+import { registerDriver, setPaymentMethod, topUp } from '../../cloud/src/domain/drivers.ts';
 import { processReceipt } from '../../cloud/src/domain/settlement.ts';
 import { cancelVoucher, issueVoucher, refundExpiredHolds } from '../../cloud/src/domain/vouchers.ts';
 import { nodeCrypto } from '../../shared/src/crypto/node.ts';
@@ -69,7 +69,9 @@ describe.each<Backend>(['sqlite', 'postgres'])('money invariant on %s', (backend
     const drivers: string[] = [];
     for (let i = 0; i < 4; i++) {
       const { driverId } = await registerDriver(world.ctx, `driver${i}@example.com`, 'correct horse battery');
-      await topUp(world.ctx, driverId, 5_000_000);
+      // Half the drivers pay from the wallet, half by card pre-authorisation at the sandbox PSP.
+      if (i % 2 === 1) await setPaymentMethod(world.ctx, driverId, 'sandbox-preauth');
+      else await topUp(world.ctx, driverId, 5_000_000);
       drivers.push(driverId);
     }
     const counts: Record<string, number> = {};
@@ -173,7 +175,7 @@ async function checkInvariants(world: CloudWorld): Promise<void> {
   expect(Number(total.total)).toBe(0);
   const holds = await db.query<{ id: string }>(
     `SELECT a.id FROM accounts a WHERE a.kind = 'holds' AND a.balance <> COALESCE((SELECT SUM(v.hold_amount) FROM vouchers v
-       WHERE v.driver_id = a.owner_id AND v.state IN ('issued', 'cancelled')), 0)`,
+       WHERE v.driver_id = a.owner_id AND v.hold_provider = 'wallet' AND v.state IN ('issued', 'cancelled')), 0)`,
   );
   expect(holds).toEqual([]);
   const revenue = await db.one<{ total: number | null }>(
@@ -181,6 +183,16 @@ async function checkInvariants(world: CloudWorld): Promise<void> {
   );
   const captured = await db.one<{ total: number | null }>('SELECT SUM(captured) AS total FROM vouchers');
   expect(Number(revenue.total ?? 0)).toBe(Number(captured.total ?? 0));
+  // The PSP side: open card authorisations equal the open pre-authorised vouchers.
+  const cards = await db.query<{ driver_id: string }>(
+    `SELECT c.driver_id FROM sandbox_cards c WHERE c.authorized <> COALESCE((SELECT SUM(v.hold_amount) FROM vouchers v
+       WHERE v.driver_id = c.driver_id AND v.hold_provider = 'sandbox-preauth' AND v.state IN ('issued', 'cancelled')), 0)`,
+  );
+  expect(cards).toEqual([]);
+  const preauth = await db.one<{ n: number }>(
+    "SELECT COUNT(*) AS n FROM vouchers WHERE hold_provider = 'sandbox-preauth'",
+  );
+  expect(Number(preauth.n)).toBeGreaterThan(0);
   const twice = await db.query<{ cti: Uint8Array }>(
     "SELECT cti FROM receipts WHERE status = 'settled' GROUP BY cti HAVING COUNT(*) > 1",
   );

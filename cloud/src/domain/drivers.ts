@@ -8,6 +8,7 @@ import { createHash, randomBytes, randomUUID, scrypt as scryptCb, timingSafeEqua
 import { promisify } from 'node:util';
 import { type CloudContext, DomainError } from './context.ts';
 import { balance, ensureAccount, FUNDING_ACCOUNT, holdsAccount, post, walletAccount } from './money.ts';
+import { PSP_FUNDING_ACCOUNT } from './psp.ts';
 
 const scrypt = promisify(scryptCb) as (
   password: string,
@@ -65,6 +66,7 @@ export async function registerDriver(
     await ensureAccount(tx, walletAccount(id), 'wallet', id, currency, now);
     await ensureAccount(tx, holdsAccount(id), 'holds', id, currency, now);
     await ensureAccount(tx, FUNDING_ACCOUNT, 'funding', 'sandbox', currency, now);
+    await ensureAccount(tx, PSP_FUNDING_ACCOUNT, 'funding', 'psp', currency, now);
   });
   return { driverId: id };
 }
@@ -139,4 +141,17 @@ export async function walletOf(ctx: CloudContext, driverId: string) {
     balance: await balance(ctx.db, walletAccount(driverId)),
     held: await balance(ctx.db, holdsAccount(driverId)),
   };
+}
+
+/** Which hold provider stands behind the driver's next vouchers. */
+export async function setPaymentMethod(
+  ctx: CloudContext,
+  driverId: string,
+  method: 'wallet' | 'sandbox-preauth',
+): Promise<void> {
+  const { rowCount } = await ctx.db.execute('UPDATE drivers SET payment_method = $1 WHERE id = $2', [
+    method,
+    driverId,
+  ]);
+  if (rowCount !== 1) throw new DomainError('unknown_driver', 'no such driver', 404);
 }

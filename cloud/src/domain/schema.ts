@@ -183,4 +183,33 @@ CREATE TABLE idempotency_keys (
 );
 `,
   },
+  {
+    id: '140_hold_providers',
+    sql: `
+ALTER TABLE drivers ADD COLUMN payment_method TEXT NOT NULL DEFAULT 'wallet';
+ALTER TABLE vouchers ADD COLUMN hold_provider TEXT NOT NULL DEFAULT 'wallet';
+ALTER TABLE vouchers ADD COLUMN hold_reference TEXT;
+CREATE TABLE sandbox_cards (
+  driver_id TEXT PRIMARY KEY,
+  card_limit BIGINT NOT NULL,
+  authorized BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE psp_authorizations (
+  id TEXT PRIMARY KEY,
+  driver_id TEXT NOT NULL,
+  amount BIGINT NOT NULL,
+  currency TEXT NOT NULL,
+  captured BIGINT NOT NULL,
+  status TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE TABLE psp_events (
+  id TEXT PRIMARY KEY,
+  type TEXT NOT NULL,
+  authorization_id TEXT NOT NULL,
+  received_at BIGINT NOT NULL
+);
+`,
+  },
 ];

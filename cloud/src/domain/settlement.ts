@@ -33,9 +33,9 @@ import {
 } from '../../../shared/src/index.ts';
 import type { Queryable } from '../db/database.ts';
 import { type CloudContext, DomainError } from './context.ts';
-import { holdsAccount, post, revenueAccount, walletAccount } from './money.ts';
+import { holdProvider } from './holds.ts';
 import { connectorsOf, type GatewayRow, gatewayById, raiseAlert } from './stations.ts';
-import { refundHold, releaseDeviceAllowance, type VoucherRow, voucherByCti } from './vouchers.ts';
+import { holdRefOf, refundHold, releaseDeviceAllowance, type VoucherRow, voucherByCti } from './vouchers.ts';
 
 export type ReceiptSource = 'gateway' | 'phone';
 export type ReceiptOutcome =
@@ -190,16 +190,12 @@ async function settle(
       [charged, voucher.cti],
     );
     if (rowCount !== 1) throw new Error('voucher changed state during settlement');
-    await post(tx, {
-      kind: 'capture',
-      ref,
-      at: now,
-      lines: [
-        { account: holdsAccount(voucher.driver_id), amount: -voucher.hold_amount, guarded: true },
-        { account: revenueAccount(gateway.operator_id), amount: charged },
-        { account: walletAccount(voucher.driver_id), amount: voucher.hold_amount - charged },
-      ],
-    });
+    await holdProvider(voucher.hold_provider).capture(
+      tx,
+      holdRefOf(voucher, now),
+      charged,
+      gateway.operator_id,
+    );
     await releaseDeviceAllowance(tx, voucher.device_id, voucher.hold_amount);
     return false;
   }
@@ -210,15 +206,12 @@ async function settle(
       [charged, voucher.cti],
     );
     if (rowCount !== 1) throw new Error('voucher changed state during settlement');
-    await post(tx, {
-      kind: 'claw-back',
-      ref,
-      at: now,
-      lines: [
-        { account: walletAccount(voucher.driver_id), amount: -charged },
-        { account: revenueAccount(gateway.operator_id), amount: charged },
-      ],
-    });
+    await holdProvider(voucher.hold_provider).clawBack(
+      tx,
+      holdRefOf(voucher, now),
+      charged,
+      gateway.operator_id,
+    );
     return true;
   }
   throw new Error(`voucher ${ref} is already settled`);

@@ -20,7 +20,7 @@ import {
 import type { Queryable } from '../db/database.ts';
 import { currentBundleVersion } from './bundle-version.ts';
 import { type CloudContext, DomainError } from './context.ts';
-import { holdsAccount, InsufficientFundsError, post, walletAccount } from './money.ts';
+import { type HoldRef, holdProvider } from './holds.ts';
 import { connectorsOf, gatewayById, tariffOf } from './stations.ts';
 
 export type VoucherState = 'issued' | 'cancelled' | 'settled' | 'refunded';
@@ -39,6 +39,8 @@ export interface VoucherRow {
   expires_at: number;
   grace_until: number;
   state: VoucherState;
+  hold_provider: string;
+  hold_reference: string | null;
   captured: number;
   refunded: number;
   clawed_back: number;
@@ -87,9 +89,10 @@ export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promis
       404,
     );
   }
-  const driver = await ctx.db.maybeOne<{ currency: string }>('SELECT currency FROM drivers WHERE id = $1', [
-    req.driverId,
-  ]);
+  const driver = await ctx.db.maybeOne<{ currency: string; payment_method: string }>(
+    'SELECT currency, payment_method FROM drivers WHERE id = $1',
+    [req.driverId],
+  );
   if (!driver) throw new DomainError('unknown_driver', 'no such driver', 404);
   if (driver.currency !== gateway.currency) {
     throw new DomainError(
@@ -124,25 +127,18 @@ export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promis
 
   await ctx.db.transaction(async (tx) => {
     await reserveDeviceAllowance(tx, req.deviceId, req.amount, rules.perDeviceCap);
-    try {
-      await post(tx, {
-        kind: 'hold',
-        ref: toHex(cti),
-        at: now,
-        lines: [
-          { account: walletAccount(req.driverId), amount: -req.amount, guarded: true },
-          { account: holdsAccount(req.driverId), amount: req.amount },
-        ],
-      });
-    } catch (err) {
-      if (err instanceof InsufficientFundsError)
-        throw new DomainError('insufficient_funds', 'the wallet balance is too low', 402);
-      throw err;
-    }
+    const provider = holdProvider(driver.payment_method);
+    const reference = await provider.hold(tx, {
+      driverId: req.driverId,
+      ref: toHex(cti),
+      amount: req.amount,
+      currency: gateway.currency,
+      at: now,
+    });
     await tx.execute(
       `INSERT INTO vouchers (cti, driver_id, device_id, gateway_id, connector, device_key, revocation_hash,
-         hold_amount, currency, issued_at, expires_at, grace_until, state, voucher_bytes)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'issued', $13)`,
+         hold_amount, currency, issued_at, expires_at, grace_until, state, voucher_bytes, hold_provider, hold_reference)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'issued', $13, $14, $15)`,
       [
         cti,
         req.driverId,
@@ -157,6 +153,8 @@ export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promis
         expiresAt,
         expiresAt + rules.graceSeconds,
         voucher.bytes,
+        provider.name,
+        reference,
       ],
     );
   });
@@ -201,6 +199,18 @@ export async function releaseDeviceAllowance(tx: Queryable, deviceId: string, am
   ]);
 }
 
+/** The hold behind a voucher, as its provider sees it. */
+export function holdRefOf(row: VoucherRow, at: number): HoldRef {
+  return {
+    driverId: row.driver_id,
+    ref: toHex(row.cti),
+    amount: row.hold_amount,
+    currency: row.currency,
+    at,
+    reference: row.hold_reference,
+  };
+}
+
 export async function voucherByCti(q: Queryable, cti: Uint8Array): Promise<VoucherRow | undefined> {
   return q.maybeOne<VoucherRow>('SELECT * FROM vouchers WHERE cti = $1', [cti]);
 }
@@ -243,16 +253,7 @@ export async function refundHold(
     [row.cti],
   );
   if (rowCount !== 1) return false;
-  await post(tx, {
-    kind: 'refund',
-    ref: toHex(row.cti),
-    at: now,
-    memo: reason,
-    lines: [
-      { account: holdsAccount(row.driver_id), amount: -row.hold_amount, guarded: true },
-      { account: walletAccount(row.driver_id), amount: row.hold_amount },
-    ],
-  });
+  await holdProvider(row.hold_provider).release(tx, { ...holdRefOf(row, now), memo: reason });
   await releaseDeviceAllowance(tx, row.device_id, row.hold_amount);
   return true;
 }

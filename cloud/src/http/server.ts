@@ -19,7 +19,15 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { type CloudContext, DomainError } from '../domain/context.ts';
-import { authenticate, registerDriver, signIn, topUp, walletOf } from '../domain/drivers.ts';
+import {
+  authenticate,
+  registerDriver,
+  setPaymentMethod,
+  signIn,
+  topUp,
+  walletOf,
+} from '../domain/drivers.ts';
+import { applyWebhookEvent, verifyWebhook, type WebhookEvent } from '../domain/psp.ts';
 import { processReceipt, processReport } from '../domain/settlement.ts';
 import { listAlerts, listStations, provisionGateway, registerGateway } from '../domain/stations.ts';
 import { buildBundle, handleSync, issueSyncNonce } from '../domain/sync.ts';
@@ -34,6 +42,8 @@ import { withIdempotency } from './idempotency.ts';
 
 export interface ServerOptions {
   readonly operatorToken: string;
+  /** Shared secret of the sandbox PSP's webhooks. */
+  readonly pspWebhookSecret?: string;
   readonly logger?: boolean | object;
   /** Sign-in attempts per IP per minute. */
   readonly authRateLimit?: number;
@@ -87,6 +97,16 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
     },
   });
   await app.register(rateLimit, { global: false });
+  // Keep the raw JSON text: webhook signatures are computed over the exact bytes sent.
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    (request as FastifyRequest & { rawBody?: string }).rawBody = body as string;
+    if (body === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(body as string));
+    } catch {
+      done(new DomainError('invalid_request', 'the body is not valid JSON'), undefined);
+    }
+  });
 
   app.setErrorHandler(
     (err: Error & { validation?: unknown; statusCode?: number; code?: string }, request, reply) => {
@@ -233,6 +253,61 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
           }),
         ),
       );
+    },
+  );
+
+  app.post(
+    '/v1/wallet/payment-method',
+    {
+      schema: {
+        tags: ['drivers'],
+        security: [{ bearer: [] }],
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['method'],
+          properties: { method: { type: 'string', enum: ['wallet', 'sandbox-preauth'] } },
+        },
+      },
+    },
+    async (request) => {
+      const { method } = request.body as { method: 'wallet' | 'sandbox-preauth' };
+      await setPaymentMethod(ctx, await driverOf(request), method);
+      return { method };
+    },
+  );
+
+  app.post(
+    '/v1/psp/sandbox/webhook',
+    {
+      schema: {
+        tags: ['payments'],
+        body: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['id', 'type', 'authorizationId'],
+          properties: {
+            id: { type: 'string', pattern: '^evt_[A-Za-z0-9_-]{4,64}$' },
+            type: { type: 'string', enum: ['authorization.expired', 'authorization.voided'] },
+            authorizationId: { type: 'string', maxLength: 80 },
+          },
+        },
+      },
+    },
+    async (request) => {
+      if (!options.pspWebhookSecret)
+        throw new DomainError('not_configured', 'no sandbox PSP is configured', 404);
+      const raw = (request as FastifyRequest & { rawBody?: string }).rawBody ?? '';
+      verifyWebhook(
+        options.pspWebhookSecret,
+        raw,
+        request.headers['pilepass-sandbox-signature'] as string | undefined,
+        ctx.now(),
+      );
+      const applied = await ctx.db.transaction((tx) =>
+        applyWebhookEvent(tx, request.body as WebhookEvent, ctx.now()),
+      );
+      return { received: true, applied };
     },
   );
 
