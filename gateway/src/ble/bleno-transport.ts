@@ -19,8 +19,9 @@
  * bleno internals used (guarded; checked against 0.12.4): gatt.maxMtu (cap), gatt's
  * per-connection MTU (its `mtuChange` event does not say which connection), gatt.updateName
  * (GAP name), hci.pollIsDevUp (replaced: its 1 s timer chain never ends, keeping node alive
- * after stop) and the SIGINT handler bleno installs (it calls process.exit; removed — the
- * owner calls stop()).
+ * after stop), hci's ACL out queue and in-flight counts (a disconnect waits until the link's
+ * queued notifications have left, ≤ 500 ms: bleno would discard them) and the SIGINT handler
+ * bleno installs (it calls process.exit; removed — the owner calls stop()).
  * @module
  */
 
@@ -69,6 +70,8 @@ const AD_FLAGS = 0x01;
 const AD_UUID128_COMPLETE = 0x07;
 const AD_MAX = 31;
 const STOP_WAIT_MS = 2_000;
+/** How long a disconnect waits for the link's queued notifications to leave (ms). */
+const ACL_DRAIN_MAX_MS = 500;
 
 interface LinkState {
   readonly id: LinkId;
@@ -100,6 +103,8 @@ interface HciInternals {
   initDev?: () => void;
   emit?: (event: string, ...args: unknown[]) => boolean;
   disconnect?: (handle: ConnectionHandle) => void;
+  _aclOutQueue?: readonly { readonly handle: ConnectionHandle }[];
+  _handleAclsInProgress?: Record<ConnectionHandle, number>;
 }
 
 export function createBlenoTransport(port: HciPort, options: BlenoTransportOptions): GattTransport {
@@ -353,11 +358,29 @@ export function createBlenoTransport(port: HciPort, options: BlenoTransportOptio
   function requestDisconnect(link: LinkState): void {
     if (link.closing) return;
     link.closing = true;
-    const hci = internals()?._hci;
-    // bleno.disconnect(handle) treats a falsy handle (0 is valid HCI) as "everyone".
-    if (hci?.disconnect) hci.disconnect(link.handle);
-    // bleno's types omit the handle parameter its disconnect() takes.
-    else if (bleno) (bleno.disconnect as (handle: ConnectionHandle) => void).call(bleno, link.handle);
+    // What was notified just before (the in-band rejection) must reach the phone first: bleno
+    // queues ACL data behind the controller's buffer credits and discards a handle's queue on
+    // Disconnection Complete, while the disconnect command itself is not queued.
+    void aclDrained(link.handle, ACL_DRAIN_MAX_MS).then(() => {
+      if (links.get(link.id) !== link) return; // gone already; the handle may be reused
+      const hci = internals()?._hci;
+      // bleno.disconnect(handle) treats a falsy handle (0 is valid HCI) as "everyone".
+      if (hci?.disconnect) hci.disconnect(link.handle);
+      // bleno's types omit the handle parameter its disconnect() takes.
+      else if (bleno) (bleno.disconnect as (handle: ConnectionHandle) => void).call(bleno, link.handle);
+    });
+  }
+
+  /** Resolves once bleno has no ACL data queued or unacknowledged for `handle` (or after maxMs). */
+  async function aclDrained(handle: ConnectionHandle, maxMs: number): Promise<void> {
+    const deadline = performance.now() + maxMs;
+    for (;;) {
+      const hci = internals()?._hci;
+      const queued = hci?._aclOutQueue?.some((p) => p.handle === handle) ?? false;
+      const inFlight = hci?._handleAclsInProgress?.[handle] ?? 0;
+      if ((!queued && inFlight === 0) || performance.now() >= deadline) return;
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   /**
