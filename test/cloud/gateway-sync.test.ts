@@ -261,3 +261,59 @@ describe('gateway ⇄ cloud sync over loopback', () => {
     expect(alerts.filter((a) => a.kind !== 'gap')).toEqual([]);
   }, 300_000);
 });
+
+describe('pilepass-gateway provision (CLI) against a real cloud', () => {
+  it('exchanges the one-time code, pins the root, installs the first bundle; the code cannot be used twice', async () => {
+    const { execFile } = await import('node:child_process');
+    const { promisify } = await import('node:util');
+    const run = promisify(execFile);
+    const CLI = new URL('../../gateway/bin/pilepass-gateway', import.meta.url).pathname;
+    const cloudDir = tempDir();
+    const cloud = await startCloudProcess({
+      dataDir: cloudDir,
+      masterKeyHex: Buffer.from(nodeCrypto.randomBytes(32)).toString('hex'),
+      operatorToken: OPERATOR,
+    });
+    cleanups.push(() => cloud.stop());
+    const res = await fetch(new URL('/v1/operator/gateways', cloud.url), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${OPERATOR}` },
+      body: JSON.stringify({
+        id: 'gw-cli-01',
+        operatorId: 'op-1',
+        name: 'CLI',
+        connectors: [{ id: 1, powerW: 7_000 }],
+        tariff: { energyPrice: 1_000_000, serviceFee: 0, timeFee: 0 },
+        currency: 'CNY',
+      }),
+    });
+    const { provisioningCode } = (await res.json()) as { provisioningCode: string };
+    const dataDir = tempDir();
+    const out = await run(CLI, [
+      'provision',
+      '--cloud',
+      cloud.url,
+      '--code',
+      provisioningCode,
+      '--data-dir',
+      dataDir,
+    ]);
+    expect(out.stdout).toContain('provisioned as gw-cli-01');
+    const status = JSON.parse(
+      (await run(CLI, ['status', '--data-dir', dataDir, '--gateway-id', 'gw-cli-01'])).stdout,
+    ) as { root: unknown; bundleVersion: number };
+    expect(status.root).not.toBeNull();
+    expect(status.bundleVersion).toBeGreaterThanOrEqual(1);
+    const again = await run(CLI, [
+      'provision',
+      '--cloud',
+      cloud.url,
+      '--code',
+      provisioningCode,
+      '--data-dir',
+      tempDir(),
+    ]).catch((e: { code: number; stderr: string }) => e);
+    expect((again as { code: number }).code).toBe(1);
+    expect((again as { stderr: string }).stderr).toContain('invalid_code');
+  }, 60_000);
+});
