@@ -30,15 +30,19 @@ Commands:
   ledger export              print every ledger record as JSON lines
   install-root --kid HEX --public-key HEX [--force]
                              pin the root key that signs sync bundles
-  install-bundle FILE        install a root-signed sync bundle (binary COSE) from FILE
+    install-bundle FILE        install a root-signed sync bundle (binary COSE) from FILE
+  provision --cloud URL --code CODE [--force]
+                             register with the cloud, pin its root key, install the first bundle
 
 Options (override the config file):
   --config FILE              JSON config file
   --gateway-id ID            e.g. gw-0001
   --data-dir DIR             state directory (keys, ledger); default ./data/gateway
   --ble hci|hci:N|uart:TTY   BLE controller (default hci)
+  --ble socket:PATH          local socket instead of BLE (crash and soak tests)
   --pile sim|sim:SOCKET      pile driver (default sim, socket in the data dir)
   --connectors 1,2           connector ids
+    --cloud URL                sync with this cloud when online (start)
   --log-level LEVEL          fatal|error|warn|info|debug|trace|silent
   -h, --help                 this help
 `;
@@ -51,6 +55,7 @@ function configFrom(values: Record<string, string | boolean | undefined>): Gatew
     pile: values.pile,
     connectors: typeof values.connectors === 'string' ? values.connectors.split(',').map(Number) : undefined,
     logLevel: values['log-level'],
+    cloudUrl: values.cloud,
   });
 }
 
@@ -66,6 +71,8 @@ async function main(argv: string[]): Promise<number> {
       pile: { type: 'string' },
       connectors: { type: 'string' },
       'log-level': { type: 'string' },
+      cloud: { type: 'string' },
+      code: { type: 'string' },
       kid: { type: 'string' },
       'public-key': { type: 'string' },
       force: { type: 'boolean' },
@@ -156,6 +163,38 @@ async function main(argv: string[]): Promise<number> {
         values.force ?? false,
       );
       process.stdout.write(`root key pinned in ${config.dataDir}\n`);
+      return 0;
+    }
+    case 'provision': {
+      if (!values.cloud || !values.code) throw new UsageError('provision needs --cloud URL and --code CODE');
+      const { provisionWithCloud } = await import('./provision.ts');
+      const result = await provisionWithCloud(config.dataDir, values.cloud, values.code, {
+        force: values.force ?? false,
+      });
+      const ledger = Ledger.open(ledgerPath);
+      try {
+        const { GatewaySync } = await import('./sync.ts');
+        const { GatewayClock } = await import('./clock.ts');
+        const { nodeCrypto } = await import('../../shared/src/crypto/node.ts');
+        const identity = await loadOrCreateGatewayKey(config.dataDir);
+        const sync = new GatewaySync({
+          crypto: nodeCrypto,
+          ledger,
+          clock: new GatewayClock(ledger),
+          root: loadRootKey(config.dataDir),
+          gatewayId: result.gatewayId,
+          gatewayKey: identity.key,
+          gatewayKid: identity.kid,
+        });
+        await sync.load();
+        await sync.installBundle(result.bundle);
+      } finally {
+        ledger.close();
+      }
+      process.stdout.write(
+        `provisioned as ${result.gatewayId}: root key ${toHex(result.rootKid)} pinned, first bundle installed\n` +
+          `start it with: pilepass-gateway start --gateway-id ${result.gatewayId} --cloud ${values.cloud}\n`,
+      );
       return 0;
     }
     case 'install-bundle': {

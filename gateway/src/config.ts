@@ -11,7 +11,10 @@ import { GATEWAY_ID_PATTERN } from '../../shared/src/index.ts';
 
 const bleSchema = z
   .string()
-  .regex(/^(hci(:\d+)?|uart:.+|in-process)$/, 'expected "hci", "hci:<n>", "uart:<tty path>" or "in-process"');
+  .regex(
+    /^(hci(:\d+)?|uart:.+|socket:.+|in-process)$/,
+    'expected "hci", "hci:<n>", "uart:<tty path>", "socket:<path>" (local tests) or "in-process"',
+  );
 
 const pileSchema = z
   .string()
@@ -34,6 +37,9 @@ export const configSchema = z
     /** Accepted clock error for nbf/exp, seconds. */
     toleranceSeconds: z.number().int().min(0).max(86_400).default(300),
     idleTimeoutSeconds: z.number().int().min(10).max(3_600).default(180),
+    /** The cloud to sync with when the station has a network; absent = offline only (phones carry data). */
+    cloudUrl: z.url({ protocol: /^https?$/ }).optional(),
+    syncIntervalSeconds: z.number().int().min(5).max(86_400).default(60),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     limits: z
       .object({

@@ -18,6 +18,7 @@ import { type GatewayIdentity, loadOrCreateGatewayKey, loadRootKey } from './key
 import { Ledger } from './ledger/ledger.ts';
 import { GatewayLinks, type LinkServices } from './link/links.ts';
 import { GatewaySync } from './sync.ts';
+import { SyncAgent } from './sync-agent.ts';
 
 export interface GatewayDeps {
   /** A transport built by the caller (tests: in-process); default from config.ble. */
@@ -40,6 +41,8 @@ export interface RunningGateway {
   readonly transport: GattTransport;
   readonly pile: PileDriver;
   readonly logger: Logger;
+  /** Running when `cloudUrl` is configured. */
+  readonly syncAgent: SyncAgent | undefined;
   stop(): Promise<void>;
 }
 
@@ -114,6 +117,19 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const transport = deps.transport ?? (await createTransportFromConfig(config));
   const links = new GatewayLinks(services, transport, { limits: config.limits, log: logger });
   await transport.start(links);
+  const syncAgent = config.cloudUrl
+    ? new SyncAgent({
+        cloudUrl: config.cloudUrl,
+        gatewayId: config.gatewayId,
+        crypto: nodeCrypto,
+        gatewayKey: identity.key,
+        sync,
+        ledger,
+        intervalMs: config.syncIntervalSeconds * 1000,
+        log: logger,
+      })
+    : undefined;
+  syncAgent?.start(); // in the background: never in the way of authorization
   const persistTimer = setInterval(() => fixedClock.persist(), 60_000);
   persistTimer.unref();
   logger.info(
@@ -133,9 +149,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     transport,
     pile,
     logger,
+    syncAgent,
     async stop() {
       if (stopped) return;
       stopped = true;
+      syncAgent?.stop();
       clearInterval(persistTimer);
       await transport.stop();
       await charging.close();
@@ -159,6 +177,10 @@ async function createTransportFromConfig(config: GatewayConfig): Promise<GattTra
   if (config.ble === 'in-process') {
     const { InProcessTransport } = await import('./link/in-process.ts');
     return new InProcessTransport();
+  }
+  if (config.ble.startsWith('socket:')) {
+    const { SocketTransport } = await import('./link/socket-transport.ts');
+    return new SocketTransport(config.ble.slice(7));
   }
   const { createBlenoTransport } = await import('./ble/bleno-transport.ts');
   const port = config.ble.startsWith('uart:')
