@@ -6,8 +6,17 @@
 
 import { createHash, randomBytes, randomUUID, scrypt as scryptCb, timingSafeEqual } from 'node:crypto';
 import { promisify } from 'node:util';
+import type { Queryable } from '../db/database.ts';
 import { type CloudContext, DomainError } from './context.ts';
-import { balance, ensureAccount, FUNDING_ACCOUNT, holdsAccount, post, walletAccount } from './money.ts';
+import {
+  balance,
+  ensureAccount,
+  FUNDING_ACCOUNT,
+  holdsAccount,
+  MONEY_TX,
+  post,
+  walletAccount,
+} from './money.ts';
 import { PSP_FUNDING_ACCOUNT } from './psp.ts';
 
 const scrypt = promisify(scryptCb) as (
@@ -107,8 +116,9 @@ export async function authenticate(ctx: CloudContext, token: string | undefined)
   return row.driver_id;
 }
 
-/** Sandbox top-up: money enters from the sandbox funding account (a real PSP in production). */
-export async function topUp(
+/** Sandbox top-up inside the caller's transaction (the API's idempotency record shares it). */
+export async function topUpIn(
+  tx: Queryable,
   ctx: CloudContext,
   driverId: string,
   amount: number,
@@ -116,18 +126,25 @@ export async function topUp(
   if (!Number.isSafeInteger(amount) || amount <= 0 || amount > 10_000_000) {
     throw new DomainError('invalid_amount', 'top up 1–10,000,000 minor units');
   }
-  await ctx.db.transaction((tx) =>
-    post(tx, {
-      kind: 'top-up',
-      ref: driverId,
-      at: ctx.now(),
-      lines: [
-        { account: FUNDING_ACCOUNT, amount: -amount },
-        { account: walletAccount(driverId), amount },
-      ],
-    }),
-  );
-  return { balance: await balance(ctx.db, walletAccount(driverId)) };
+  await post(tx, {
+    kind: 'top-up',
+    ref: driverId,
+    at: ctx.now(),
+    lines: [
+      { account: FUNDING_ACCOUNT, amount: -amount },
+      { account: walletAccount(driverId), amount },
+    ],
+  });
+  return { balance: await balance(tx, walletAccount(driverId)) };
+}
+
+/** Sandbox top-up: money enters from the sandbox funding account (a real PSP in production). */
+export async function topUp(
+  ctx: CloudContext,
+  driverId: string,
+  amount: number,
+): Promise<{ balance: number }> {
+  return ctx.db.transaction((tx) => topUpIn(tx, ctx, driverId, amount), MONEY_TX);
 }
 
 export async function walletOf(ctx: CloudContext, driverId: string) {

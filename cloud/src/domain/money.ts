@@ -16,7 +16,20 @@ import type { Queryable } from '../db/database.ts';
 
 export const walletAccount = (driverId: string) => `wallet:${driverId}`;
 export const holdsAccount = (driverId: string) => `holds:${driverId}`;
-export const revenueAccount = (operatorId: string) => `revenue:${operatorId}`;
+/**
+ * An operator's revenue is spread over a few sub-accounts: every capture credits one at
+ * random, so concurrent settlements do not queue on a single hot row. Revenue is their sum.
+ */
+export const REVENUE_SHARDS = 8;
+export const revenueAccount = (operatorId: string, shard = Math.floor(Math.random() * REVENUE_SHARDS)) =>
+  `revenue:${operatorId}:${shard}`;
+
+/**
+ * Money transactions rely only on guarded conditional updates, state-guarded updates and
+ * unique constraints, which are safe at READ COMMITTED (PostgreSQL; SQLite serializes writers
+ * anyway) — and avoid serialization aborts on busy rows.
+ */
+export const MONEY_TX = { isolation: 'read committed' } as const;
 export const FUNDING_ACCOUNT = 'funding:sandbox';
 
 export class InsufficientFundsError extends Error {
@@ -93,11 +106,11 @@ export async function post(tx: Queryable, entry: JournalEntry): Promise<string> 
     entry.ref,
     entry.memo ?? '',
   ]);
-  for (const line of lines) {
-    await tx.execute('INSERT INTO journal_lines (journal_id, account_id, amount) VALUES ($1, $2, $3)', [
+  if (lines.length > 0) {
+    const values = lines.map((_, i) => `($1, $${2 * i + 2}, $${2 * i + 3})`).join(', ');
+    await tx.execute(`INSERT INTO journal_lines (journal_id, account_id, amount) VALUES ${values}`, [
       id,
-      line.account,
-      line.amount,
+      ...lines.flatMap((l) => [l.account, l.amount]),
     ]);
   }
   return id;

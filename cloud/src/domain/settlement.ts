@@ -34,6 +34,7 @@ import {
 import type { Queryable } from '../db/database.ts';
 import { type CloudContext, DomainError } from './context.ts';
 import { holdProvider } from './holds.ts';
+import { MONEY_TX } from './money.ts';
 import { connectorsOf, type GatewayRow, gatewayById, raiseAlert } from './stations.ts';
 import { holdRefOf, refundHold, releaseDeviceAllowance, type VoucherRow, voucherByCti } from './vouchers.ts';
 
@@ -104,6 +105,8 @@ export async function processReceipt(
       "SELECT hash FROM receipts WHERE cti = $1 AND status = 'settled'",
       [body.cti],
     );
+    // Read committed: a concurrent copy of these very bytes may have committed just now.
+    if (other && equalBytes(other.hash, hash)) return { status: 'duplicate', hash: hex };
     if (other) {
       const why = `second receipt for cti; settled ${toHex(other.hash)}`;
       await insertReceipt(tx, receipt, hash, source, 'conflict', why, true, ctx.now());
@@ -111,9 +114,26 @@ export async function processReceipt(
     }
     const current = (await voucherByCti(tx, body.cti))!;
     const clawedBack = await settle(tx, current, gateway, body.chargedAmount, ctx.now());
+    if (clawedBack === 'raced') {
+      // A concurrent receipt settled this voucher first: the same bytes are a duplicate,
+      // other bytes a conflict.
+      if (await tx.maybeOne('SELECT hash FROM receipts WHERE hash = $1', [hash]))
+        return { status: 'duplicate', hash: hex };
+      await insertReceipt(
+        tx,
+        receipt,
+        hash,
+        source,
+        'conflict',
+        'second receipt for cti (concurrent)',
+        true,
+        ctx.now(),
+      );
+      return { status: 'conflict', hash: hex };
+    }
     await insertReceipt(tx, receipt, hash, source, 'settled', '', true, ctx.now());
     return { status: 'settled', hash: hex, charged: body.chargedAmount, clawedBack };
-  });
+  }, MONEY_TX);
   // Alerts after the transaction: an equivocating gateway is flagged, never paid twice.
   if (outcome.status === 'conflict')
     await raiseAlert(ctx, gateway.id, 'conflict', `two receipts for voucher ${toHex(body.cti)}`);
@@ -182,14 +202,13 @@ async function settle(
   gateway: GatewayRow,
   charged: number,
   now: number,
-): Promise<boolean> {
-  const ref = toHex(voucher.cti);
+): Promise<boolean | 'raced'> {
   if (voucher.state === 'issued' || voucher.state === 'cancelled') {
     const { rowCount } = await tx.execute(
       "UPDATE vouchers SET state = 'settled', captured = $1, refunded = hold_amount - $1 WHERE cti = $2 AND state IN ('issued', 'cancelled')",
       [charged, voucher.cti],
     );
-    if (rowCount !== 1) throw new Error('voucher changed state during settlement');
+    if (rowCount !== 1) return 'raced'; // another receipt settled it first (read committed)
     await holdProvider(voucher.hold_provider).capture(
       tx,
       holdRefOf(voucher, now),
@@ -205,7 +224,7 @@ async function settle(
       "UPDATE vouchers SET state = 'settled', captured = $1, clawed_back = $1 WHERE cti = $2 AND state = 'refunded'",
       [charged, voucher.cti],
     );
-    if (rowCount !== 1) throw new Error('voucher changed state during settlement');
+    if (rowCount !== 1) return 'raced'; // another receipt settled it first (read committed)
     await holdProvider(voucher.hold_provider).clawBack(
       tx,
       holdRefOf(voucher, now),
@@ -214,7 +233,7 @@ async function settle(
     );
     return true;
   }
-  throw new Error(`voucher ${ref} is already settled`);
+  return 'raced';
 }
 
 async function insertReceipt(

@@ -16,7 +16,7 @@ import {
   type Tariff,
 } from '../../../shared/src/index.ts';
 import { type CloudContext, DomainError } from './context.ts';
-import { ensureAccount, revenueAccount } from './money.ts';
+import { ensureAccount, REVENUE_SHARDS, revenueAccount } from './money.ts';
 
 export interface ConnectorSpec {
   readonly id: number;
@@ -95,7 +95,16 @@ export async function registerGateway(
         now,
       ],
     );
-    await ensureAccount(tx, revenueAccount(spec.operatorId), 'revenue', spec.operatorId, spec.currency, now);
+    for (let shard = 0; shard < REVENUE_SHARDS; shard++) {
+      await ensureAccount(
+        tx,
+        revenueAccount(spec.operatorId, shard),
+        'revenue',
+        spec.operatorId,
+        spec.currency,
+        now,
+      );
+    }
   });
   return { provisioningCode: `${code.slice(0, 4)}-${code.slice(4, 8)}-${code.slice(8)}` };
 }

@@ -21,6 +21,7 @@ import type { Queryable } from '../db/database.ts';
 import { currentBundleVersion } from './bundle-version.ts';
 import { type CloudContext, DomainError } from './context.ts';
 import { type HoldRef, holdProvider } from './holds.ts';
+import { MONEY_TX } from './money.ts';
 import { connectorsOf, gatewayById, tariffOf } from './stations.ts';
 
 export type VoucherState = 'issued' | 'cancelled' | 'settled' | 'refunded';
@@ -68,7 +69,18 @@ export interface IssuedVoucher {
   readonly graceUntil: number;
 }
 
-export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promise<IssuedVoucher> {
+/** A signed voucher whose hold is not taken yet: `apply` takes it inside the caller's transaction. */
+export interface PreparedVoucher {
+  readonly issued: IssuedVoucher;
+  apply(tx: Queryable): Promise<IssuedVoucher>;
+}
+
+/**
+ * Everything that needs no transaction — checks, and signing (async) — so the money part can
+ * run in the same transaction as the API's idempotency record. A voucher whose hold is then
+ * refused is simply never handed out.
+ */
+export async function prepareVoucher(ctx: CloudContext, req: IssueRequest): Promise<PreparedVoucher> {
   const { rules } = ctx;
   if (!Number.isSafeInteger(req.amount) || req.amount < rules.minHold || req.amount > rules.maxHold) {
     throw new DomainError(
@@ -101,8 +113,6 @@ export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promis
     );
   }
 
-  // Signed before the transaction (signing is async and needs no database state); if the
-  // transaction refuses, the signed voucher is simply never handed out.
   const now = ctx.now();
   const cti = randomBytes(16);
   const deviceKey = compressPublicKey(req.devicePublicKey);
@@ -124,41 +134,7 @@ export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promis
     gatewayKeyDigest: gateway.key_digest,
   });
   const revocation = await revocationHash(nodeCrypto, cti);
-
-  await ctx.db.transaction(async (tx) => {
-    await reserveDeviceAllowance(tx, req.deviceId, req.amount, rules.perDeviceCap);
-    const provider = holdProvider(driver.payment_method);
-    const reference = await provider.hold(tx, {
-      driverId: req.driverId,
-      ref: toHex(cti),
-      amount: req.amount,
-      currency: gateway.currency,
-      at: now,
-    });
-    await tx.execute(
-      `INSERT INTO vouchers (cti, driver_id, device_id, gateway_id, connector, device_key, revocation_hash,
-         hold_amount, currency, issued_at, expires_at, grace_until, state, voucher_bytes, hold_provider, hold_reference)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'issued', $13, $14, $15)`,
-      [
-        cti,
-        req.driverId,
-        req.deviceId,
-        gateway.id,
-        req.connector ?? null,
-        deviceKey,
-        revocation,
-        req.amount,
-        gateway.currency,
-        now,
-        expiresAt,
-        expiresAt + rules.graceSeconds,
-        voucher.bytes,
-        provider.name,
-        reference,
-      ],
-    );
-  });
-  return {
+  const issued: IssuedVoucher = {
     cti: toHex(cti),
     voucher: voucher.bytes,
     holdAmount: req.amount,
@@ -166,6 +142,50 @@ export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promis
     expiresAt,
     graceUntil: expiresAt + rules.graceSeconds,
   };
+  const paymentMethod = driver.payment_method;
+  return {
+    issued,
+    apply: async (tx: Queryable) => {
+      await reserveDeviceAllowance(tx, req.deviceId, req.amount, rules.perDeviceCap);
+      const provider = holdProvider(paymentMethod);
+      const reference = await provider.hold(tx, {
+        driverId: req.driverId,
+        ref: issued.cti,
+        amount: req.amount,
+        currency: gateway.currency,
+        at: now,
+      });
+      await tx.execute(
+        `INSERT INTO vouchers (cti, driver_id, device_id, gateway_id, connector, device_key, revocation_hash,
+           hold_amount, currency, issued_at, expires_at, grace_until, state, voucher_bytes, hold_provider, hold_reference)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'issued', $13, $14, $15)`,
+        [
+          cti,
+          req.driverId,
+          req.deviceId,
+          gateway.id,
+          req.connector ?? null,
+          deviceKey,
+          revocation,
+          req.amount,
+          gateway.currency,
+          now,
+          expiresAt,
+          issued.graceUntil,
+          voucher.bytes,
+          provider.name,
+          reference,
+        ],
+      );
+      return issued;
+    },
+  };
+}
+
+/** Checks, signs and holds: one transaction (one durable commit) for the money. */
+export async function issueVoucher(ctx: CloudContext, req: IssueRequest): Promise<IssuedVoucher> {
+  const prepared = await prepareVoucher(ctx, req);
+  return ctx.db.transaction((tx) => prepared.apply(tx), MONEY_TX);
 }
 
 /** The per-device cap as a guarded counter: concurrent issues can never pass it together. */
@@ -215,27 +235,35 @@ export async function voucherByCti(q: Queryable, cti: Uint8Array): Promise<Vouch
   return q.maybeOne<VoucherRow>('SELECT * FROM vouchers WHERE cti = $1', [cti]);
 }
 
+/** Lost phone, inside the caller's transaction. */
+export async function cancelVoucherIn(
+  tx: Queryable,
+  ctx: CloudContext,
+  driverId: string,
+  cti: Uint8Array,
+): Promise<VoucherRow> {
+  // The next bundle built (version > this) is the first to carry the revocation.
+  const bundleVersion = await currentBundleVersion(tx);
+  const { rowCount } = await tx.execute(
+    `UPDATE vouchers SET state = 'cancelled', cancelled_at = $1, cancelled_bundle_version = $2
+     WHERE cti = $3 AND driver_id = $4 AND state = 'issued'`,
+    [ctx.now(), bundleVersion, cti, driverId],
+  );
+  const row = await voucherByCti(tx, cti);
+  if (!row || row.driver_id !== driverId) throw new DomainError('unknown_voucher', 'no such voucher', 404);
+  if (rowCount !== 1 && row.state !== 'cancelled') {
+    throw new DomainError('voucher_not_cancellable', `the voucher is already ${row.state}`, 409);
+  }
+  return row;
+}
+
 /** Lost phone: the voucher goes on the revocation list; its hold is refunded at `exp` (or earlier on attestation). */
 export async function cancelVoucher(
   ctx: CloudContext,
   driverId: string,
   cti: Uint8Array,
 ): Promise<VoucherRow> {
-  return ctx.db.transaction(async (tx) => {
-    // The next bundle built (version > this) is the first to carry the revocation.
-    const bundleVersion = await currentBundleVersion(tx);
-    const { rowCount } = await tx.execute(
-      `UPDATE vouchers SET state = 'cancelled', cancelled_at = $1, cancelled_bundle_version = $2
-       WHERE cti = $3 AND driver_id = $4 AND state = 'issued'`,
-      [ctx.now(), bundleVersion, cti, driverId],
-    );
-    const row = await voucherByCti(tx, cti);
-    if (!row || row.driver_id !== driverId) throw new DomainError('unknown_voucher', 'no such voucher', 404);
-    if (rowCount !== 1 && row.state !== 'cancelled') {
-      throw new DomainError('voucher_not_cancellable', `the voucher is already ${row.state}`, 409);
-    }
-    return row;
-  });
+  return ctx.db.transaction((tx) => cancelVoucherIn(tx, ctx, driverId, cti), MONEY_TX);
 }
 
 /**
@@ -271,14 +299,8 @@ export async function refundExpiredHolds(ctx: CloudContext, limit = 1_000): Prom
   );
   let refunded = 0;
   for (const row of due) {
-    const done = await ctx.db.transaction((tx) =>
-      refundHold(
-        tx,
-        row,
-        now,
-        row.state === 'cancelled' ? 'cancelled voucher expired' : 'unused after grace',
-      ),
-    );
+    const reason = row.state === 'cancelled' ? 'cancelled voucher expired' : 'unused after grace';
+    const done = await ctx.db.transaction((tx) => refundHold(tx, row, now, reason), MONEY_TX);
     if (done) refunded++;
   }
   return refunded;
@@ -294,7 +316,8 @@ export async function revokeGatewayKey(ctx: CloudContext, gatewayId: string): Pr
   );
   let refunded = 0;
   for (const row of open) {
-    if (await ctx.db.transaction((tx) => refundHold(tx, row, now, 'gateway key revoked'))) refunded++;
+    if (await ctx.db.transaction((tx) => refundHold(tx, row, now, 'gateway key revoked'), MONEY_TX))
+      refunded++;
   }
   return refunded;
 }

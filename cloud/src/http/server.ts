@@ -24,7 +24,7 @@ import {
   registerDriver,
   setPaymentMethod,
   signIn,
-  topUp,
+  topUpIn,
   walletOf,
 } from '../domain/drivers.ts';
 import { applyWebhookEvent, verifyWebhook, type WebhookEvent } from '../domain/psp.ts';
@@ -32,8 +32,8 @@ import { processReceipt, processReport } from '../domain/settlement.ts';
 import { listAlerts, listStations, provisionGateway, registerGateway } from '../domain/stations.ts';
 import { buildBundle, handleSync, issueSyncNonce } from '../domain/sync.ts';
 import {
-  cancelVoucher,
-  issueVoucher,
+  cancelVoucherIn,
+  prepareVoucher,
   refundExpiredHolds,
   revokeGatewayKey,
   vouchersOfDriver,
@@ -247,9 +247,9 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
           driverId,
           request.headers['idempotency-key'] as string,
           request.body,
-          async () => ({
+          async (tx) => ({
             statusCode: 201,
-            body: await topUp(ctx, driverId, amount),
+            body: await topUpIn(tx, ctx, driverId, amount),
           }),
         ),
       );
@@ -383,8 +383,9 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
       };
       return send(
         reply,
-        await withIdempotency(ctx, driverId, request.headers['idempotency-key'] as string, body, async () => {
-          const issued = await issueVoucher(ctx, {
+        // Checks and signing first; the hold and the idempotency record then commit together.
+        await (async () => {
+          const prepared = await prepareVoucher(ctx, {
             driverId,
             deviceId: body.deviceId,
             devicePublicKey: fromB64(body.devicePublicKey, 'devicePublicKey'),
@@ -392,8 +393,17 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
             connector: body.connector,
             amount: body.amount,
           });
-          return { statusCode: 201, body: { ...issued, voucher: b64(issued.voucher) } };
-        }),
+          return withIdempotency(
+            ctx,
+            driverId,
+            request.headers['idempotency-key'] as string,
+            body,
+            async (tx) => {
+              const issued = await prepared.apply(tx);
+              return { statusCode: 201, body: { ...issued, voucher: b64(issued.voucher) } };
+            },
+          );
+        })(),
       );
     },
   );
@@ -442,8 +452,8 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
           driverId,
           request.headers['idempotency-key'] as string,
           { cancel: cti },
-          async () => {
-            const row = await cancelVoucher(ctx, driverId, new Uint8Array(Buffer.from(cti, 'hex')));
+          async (tx) => {
+            const row = await cancelVoucherIn(tx, ctx, driverId, new Uint8Array(Buffer.from(cti, 'hex')));
             return { statusCode: 200, body: { cti, state: row.state } };
           },
         ),
