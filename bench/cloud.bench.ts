@@ -59,7 +59,7 @@ import { KeyStore } from '../cloud/src/domain/keys.ts';
 import { holdsAccount, walletAccount } from '../cloud/src/domain/money.ts';
 import { processReceipt } from '../cloud/src/domain/settlement.ts';
 import { provisionGateway, registerGateway } from '../cloud/src/domain/stations.ts';
-import { issueVoucher } from '../cloud/src/domain/vouchers.ts';
+import { prepareVoucher } from '../cloud/src/domain/vouchers.ts';
 import { withIdempotency } from '../cloud/src/http/idempotency.ts';
 import { nodeCrypto } from '../shared/src/crypto/node.ts';
 import { gatewayKeyId, type SigningKey } from '../shared/src/index.ts';
@@ -636,10 +636,17 @@ async function breakdown(world: CloudWorld, drivers: Driver[], lanes: Lane[]) {
     };
     const t0 = performance.now();
     const driverId = await authenticate(ctx, driver.token);
-    const response = await withIdempotency(ctx, driverId, `bench-inprocess-${runId}-${i}`, body, async () => {
-      const voucher = await issueVoucher(ctx, { ...body, driverId, devicePublicKey: deviceKey.publicKey });
-      return { statusCode: 201, body: { ...voucher, voucher: b64(voucher.voucher) } };
-    });
+    const prepared = await prepareVoucher(ctx, { ...body, driverId, devicePublicKey: deviceKey.publicKey });
+    const response = await withIdempotency(
+      ctx,
+      driverId,
+      `bench-inprocess-${runId}-${i}`,
+      body,
+      async (tx) => {
+        const voucher = await prepared.apply(tx);
+        return { statusCode: 201, body: { ...voucher, voucher: b64(voucher.voucher) } };
+      },
+    );
     const ms = performance.now() - t0;
     const voucher = (response.body as { voucher: string }).voucher;
     issued.push({ gateway: 0, voucher: new Uint8Array(Buffer.from(voucher, 'base64url')), deviceKey });

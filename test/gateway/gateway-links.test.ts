@@ -474,3 +474,36 @@ describe('gateway: restart recovery', () => {
     expect(third.pile.connector(1).contactorOn).toBe(true);
   });
 });
+
+describe('gateway: recovery when the pile cannot be read', () => {
+  it('never closes a session blind: it sends a stop, keeps the session open, and carries on when the pile answers', async () => {
+    const g = await gw();
+    const { voucher, deviceKey } = await issueTestVoucher(g.world, { connector: 1 });
+    const s = g.phone(voucher.bytes, deviceKey).session;
+    const ok = s.next(charging, 5_000);
+    await s.present(1);
+    await ok;
+    g.pile.deliver(1, 800);
+    await g.stop();
+    const { read, stop } = { read: g.pile.read.bind(g.pile), stop: g.pile.stop.bind(g.pile) };
+    const down = async () => {
+      throw new Error('pile link down');
+    };
+    g.pile.read = down;
+    g.pile.stop = down;
+    const again = await g.restart();
+    running.splice(running.indexOf(g), 1, again);
+    expect(again.gateway.ledger.openSessions()).toHaveLength(1); // not closed on a guess
+    again.pile.read = read;
+    again.pile.stop = stop;
+    again.pile.deliver(1, 200); // the pile answers: still on, still charging
+    const back = again.phone(voucher.bytes, deviceKey).session;
+    const status = back.next((e) => e.kind === 'status' && e.status.energyWh === 1_000, 5_000);
+    await back.present();
+    await status;
+    const receipt = back.next((e) => e.kind === 'receipt', 5_000);
+    await back.stop();
+    const r = await receipt;
+    expect(r.kind === 'receipt' && r.receipt.body.energyWh).toBe(1_000);
+  });
+});

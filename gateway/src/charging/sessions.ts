@@ -66,6 +66,8 @@ interface ActiveSession {
   state: SessionState;
   stopping: boolean;
   signedMeterData: Uint8Array | undefined;
+  /** Kept open at start-up because the pile could not be read. */
+  recovering?: boolean;
 }
 
 export class ChargingSessions {
@@ -301,13 +303,16 @@ export class ChargingSessions {
     }
     session.signedMeterData = reading.signedMeterData ?? session.signedMeterData;
     if (reading.faulted) return this.stopCharging(session.record.sessionId, StopReason.FAULT);
+    if (session.recovering && reading.contactorOn) session.recovering = false; // the pile is back: carry on
     if (!reading.contactorOn && session.state === SessionState.CHARGING) {
       // The pile opened its contactor by itself: its energy cap (our hold) or the vehicle is full.
       const capped = session.lastMeterWh - session.record.meterStartWh >= session.maxEnergyWh;
-      return this.stopCharging(
-        session.record.sessionId,
-        capped ? StopReason.HOLD_REACHED : StopReason.VEHICLE_FULL,
-      );
+      const reason = session.recovering
+        ? StopReason.GATEWAY_RESTART
+        : capped
+          ? StopReason.HOLD_REACHED
+          : StopReason.VEHICLE_FULL;
+      return this.stopCharging(session.record.sessionId, reason);
     }
     if (this.#holdReached(session))
       return this.stopCharging(session.record.sessionId, StopReason.HOLD_REACHED);
@@ -437,7 +442,18 @@ export class ChargingSessions {
         signedMeterData: reading?.signedMeterData,
       };
       this.#active.set(toHex(record.sessionId), session);
-      if (reading?.contactorOn) {
+      if (!reading) {
+        // The pile cannot be seen: command it off (fail closed) and keep the session open; the
+        // first reading that shows the contactor off closes it with the metered energy.
+        session.recovering = true;
+        this.#log.warn(
+          { connector, session: toHex(record.sessionId) },
+          'pile unreadable: stop sent, session kept open',
+        );
+        await pile.stop(connector).catch(() => {});
+        continue;
+      }
+      if (reading.contactorOn) {
         this.#log.info(
           { connector, session: toHex(record.sessionId) },
           'resuming the open session (pile still on)',
