@@ -286,6 +286,51 @@ describe.each<Backend>(['sqlite', 'postgres'])('HTTP API on %s', (backend) => {
     token = saved;
   });
 
+  it('rotating a gateway key (new provisioning code) refunds the vouchers pinned to the old key', async () => {
+    const op = { authorization: `Bearer ${OPERATOR}` };
+    const device = await nodeCrypto.generateSigningKey();
+    const issued = await call(
+      'POST',
+      '/v1/vouchers',
+      {
+        gatewayId: GATEWAY_ID,
+        connector: 1,
+        amount: 1_000,
+        devicePublicKey: b64(device.publicKey),
+        deviceId: 'device-rotate-1',
+      },
+      { 'idempotency-key': 'voucher-rotate-1' },
+    );
+    expect(issued.statusCode).toBe(201);
+    const before = (await call('GET', '/v1/wallet')).json() as { balance: number; held: number };
+    expect(before.held).toBeGreaterThanOrEqual(1_000);
+    const saved = token;
+    token = '';
+    const code = (
+      await call('POST', `/v1/operator/gateways/${GATEWAY_ID}/provisioning-code`, undefined, op)
+    ).json() as {
+      provisioningCode: string;
+    };
+    expectError(
+      await call('POST', '/v1/operator/gateways/nowhere/provisioning-code', undefined, op),
+      404,
+      'unknown_station',
+    );
+    const newKey = await nodeCrypto.generateSigningKey();
+    const provisioned = await call('POST', '/v1/gateway/provision', {
+      code: code.provisioningCode,
+      publicKey: b64(newKey.publicKey),
+    });
+    expect(provisioned.statusCode).toBe(200);
+    token = saved;
+    // Every outstanding voucher of this station (issued or cancelled) went back to the wallet.
+    const after = (await call('GET', '/v1/wallet')).json() as { balance: number; held: number };
+    expect(after).toEqual({ currency: 'CNY', balance: before.balance + before.held, held: 0 });
+    const cti = (issued.json() as { cti: string }).cti;
+    const list = (await call('GET', '/v1/vouchers')).json() as { vouchers: { cti: string; state: string }[] };
+    expect(list.vouchers.find((v) => v.cti === cti)?.state).toBe('refunded');
+  });
+
   it('rate-limits sign-in attempts', async () => {
     const saved = token;
     token = '';

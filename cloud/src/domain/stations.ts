@@ -106,7 +106,37 @@ export async function registerGateway(
       );
     }
   });
-  return { provisioningCode: `${code.slice(0, 4)}-${code.slice(4, 8)}-${code.slice(8)}` };
+  return { provisioningCode: formatCode(code) };
+}
+
+/**
+ * A new one-time code for a registered gateway: replacing its Raspberry Pi, or rotating its
+ * key. Provisioning with it registers the new key; vouchers pinned to the old key are
+ * refunded then (a phone would refuse the new gateway's hello for them).
+ */
+export async function newProvisioningCode(
+  ctx: CloudContext,
+  gatewayId: string,
+): Promise<{ provisioningCode: string }> {
+  const code = freshCode();
+  const { rowCount } = await ctx.db.execute(
+    'UPDATE gateways SET provisioning_code_hash = $1, provisioning_expires_at = $2 WHERE id = $3',
+    [hashCode(code), ctx.now() + PROVISIONING_CODE_TTL, gatewayId],
+  );
+  if (rowCount !== 1) throw new DomainError('unknown_station', `no station ${gatewayId}`, 404);
+  return { provisioningCode: formatCode(code) };
+}
+
+function freshCode(): string {
+  return randomBytes(10)
+    .toString('base64url')
+    .toUpperCase()
+    .replace(/[^A-Z0-9]/g, 'X')
+    .slice(0, 12);
+}
+
+function formatCode(code: string): string {
+  return `${code.slice(0, 4)}-${code.slice(4, 8)}-${code.slice(8)}`;
 }
 
 /** Exchanges a one-time code for the root key; registers the gateway's public key. */
@@ -114,18 +144,20 @@ export async function provisionGateway(
   ctx: CloudContext,
   code: string,
   gatewayPublicKey: Uint8Array,
-): Promise<{ gatewayId: string; root: { kid: Uint8Array; publicKey: Uint8Array } }> {
+): Promise<{ gatewayId: string; keyReplaced: boolean; root: { kid: Uint8Array; publicKey: Uint8Array } }> {
   if (!isValidPublicKey(gatewayPublicKey))
     throw new DomainError('invalid_public_key', 'not a P-256 public key');
   const key = compressPublicKey(gatewayPublicKey);
   const digest = await nodeCrypto.sha256(key);
   const now = ctx.now();
+  let keyReplaced = false;
   const gatewayId = await ctx.db.transaction(async (tx) => {
     const row = await tx.maybeOne<GatewayRow>(
       'SELECT * FROM gateways WHERE provisioning_code_hash = $1 AND provisioning_expires_at > $2',
       [hashCode(code), now],
     );
     if (!row) throw new DomainError('invalid_code', 'unknown or expired provisioning code', 403);
+    keyReplaced = row.public_key !== null && !Buffer.from(row.public_key).equals(Buffer.from(key));
     // One time: the code is spent with the exchange.
     await tx.execute(
       `UPDATE gateways SET public_key = $1, key_digest = $2, provisioned_at = $3, key_revoked_at = NULL,
@@ -135,7 +167,7 @@ export async function provisionGateway(
     return row.id;
   });
   const { pin } = await ctx.keys.root();
-  return { gatewayId, root: { kid: pin.kid, publicKey: pin.publicKey } };
+  return { gatewayId, keyReplaced, root: { kid: pin.kid, publicKey: pin.publicKey } };
 }
 
 export async function gatewayById(ctx: CloudContext, id: string): Promise<GatewayRow | undefined> {

@@ -308,16 +308,27 @@ export async function refundExpiredHolds(ctx: CloudContext, limit = 1_000): Prom
 
 /** A dead gateway key: vouchers pinned to it can never be used; refund them now. */
 export async function revokeGatewayKey(ctx: CloudContext, gatewayId: string): Promise<number> {
+  await ctx.db.execute('UPDATE gateways SET key_revoked_at = $1 WHERE id = $2', [ctx.now(), gatewayId]);
+  return refundVouchersPinnedTo(ctx, gatewayId, 'gateway key revoked');
+}
+
+/**
+ * Refunds every outstanding voucher of a gateway: after its key was revoked or replaced, the
+ * vouchers name a key digest no gateway answers to, so no phone can ever use them.
+ */
+export async function refundVouchersPinnedTo(
+  ctx: CloudContext,
+  gatewayId: string,
+  reason: string,
+): Promise<number> {
   const now = ctx.now();
-  await ctx.db.execute('UPDATE gateways SET key_revoked_at = $1 WHERE id = $2', [now, gatewayId]);
   const open = await ctx.db.query<VoucherRow>(
     "SELECT * FROM vouchers WHERE gateway_id = $1 AND state IN ('issued', 'cancelled')",
     [gatewayId],
   );
   let refunded = 0;
   for (const row of open) {
-    if (await ctx.db.transaction((tx) => refundHold(tx, row, now, 'gateway key revoked'), MONEY_TX))
-      refunded++;
+    if (await ctx.db.transaction((tx) => refundHold(tx, row, now, reason), MONEY_TX)) refunded++;
   }
   return refunded;
 }

@@ -10,6 +10,7 @@
  *             POST /v1/receipts · POST /v1/reports              (phones as couriers)
  *   gateways  POST /v1/gateway/provision · POST /v1/gateway/nonce · POST /v1/gateway/sync
  *   operator  POST /v1/operator/gateways · POST /v1/operator/gateways/:id/revoke-key
+ *             POST /v1/operator/gateways/:id/provisioning-code (replace the Pi / rotate its key)
  *             POST /v1/operator/keys/issuer/rotate · GET /v1/operator/alerts · POST /v1/operator/jobs/refund
  * @module
  */
@@ -29,12 +30,19 @@ import {
 } from '../domain/drivers.ts';
 import { applyWebhookEvent, verifyWebhook, type WebhookEvent } from '../domain/psp.ts';
 import { processReceipt, processReport } from '../domain/settlement.ts';
-import { listAlerts, listStations, provisionGateway, registerGateway } from '../domain/stations.ts';
+import {
+  listAlerts,
+  listStations,
+  newProvisioningCode,
+  provisionGateway,
+  registerGateway,
+} from '../domain/stations.ts';
 import { buildBundle, handleSync, issueSyncNonce } from '../domain/sync.ts';
 import {
   cancelVoucherIn,
   prepareVoucher,
   refundExpiredHolds,
+  refundVouchersPinnedTo,
   revokeGatewayKey,
   vouchersOfDriver,
 } from '../domain/vouchers.ts';
@@ -495,6 +503,8 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
     async (request) => {
       const body = request.body as { code: string; publicKey: string };
       const result = await provisionGateway(ctx, body.code, fromB64(body.publicKey, 'publicKey'));
+      // A replaced key (new Pi, rotation): vouchers pinned to the old key are refunded.
+      if (result.keyReplaced) await refundVouchersPinnedTo(ctx, result.gatewayId, 'gateway key replaced');
       const bundle = await buildBundle(ctx, result.gatewayId);
       return {
         gatewayId: result.gatewayId,
@@ -604,6 +614,15 @@ export async function buildServer(ctx: CloudContext, options: ServerOptions): Pr
       requireOperator(request);
       const body = request.body as Parameters<typeof registerGateway>[1];
       return reply.status(201).send(await registerGateway(ctx, { ...body, location: body.location ?? '' }));
+    },
+  );
+
+  app.post(
+    '/v1/operator/gateways/:id/provisioning-code',
+    { schema: { tags: ['operator'], security: [{ bearer: [] }] } },
+    async (request) => {
+      requireOperator(request);
+      return newProvisioningCode(ctx, (request.params as { id: string }).id);
     },
   );
 
