@@ -33,6 +33,8 @@ interface KeyRow {
   revoked_at: number | null;
 }
 
+const ISSUER_CACHE_MS = 5_000;
+
 /** Far future for keys without a planned retirement (Unix s, year 2200). */
 const OPEN_ENDED = 7_258_118_400;
 
@@ -40,6 +42,7 @@ export class KeyStore {
   readonly #db: Database;
   readonly #masterKey: Uint8Array;
   readonly #signers = new Map<string, SigningKey>();
+  #issuerCache: { at: number; value: { key: SigningKey; kid: Uint8Array } } | undefined;
 
   constructor(db: Database, masterKey: Uint8Array) {
     if (masterKey.length !== 32) throw new RangeError('the master key must be 32 bytes');
@@ -96,6 +99,7 @@ export class KeyStore {
    * `now + overlapSeconds` (gateways learn the new key from the next bundle meanwhile).
    */
   async rotateIssuer(now: number, overlapSeconds: number): Promise<StoredKey> {
+    this.#issuerCache = undefined;
     return this.#db.transaction(async (tx) => {
       await tx.execute(
         "UPDATE signing_keys SET not_after = $1 WHERE role = 'issuer' AND revoked_at IS NULL AND not_after > $1",
@@ -107,6 +111,7 @@ export class KeyStore {
 
   /** Revokes an issuer key (compromise): its kid goes on the revoked list of every bundle. */
   async revokeIssuer(kid: Uint8Array, now: number): Promise<void> {
+    this.#issuerCache = undefined;
     await this.#db.execute("UPDATE signing_keys SET revoked_at = $1 WHERE kid = $2 AND role = 'issuer'", [
       now,
       kid,
@@ -139,10 +144,16 @@ export class KeyStore {
 
   /** The issuer key that signs new vouchers: the newest unrevoked one. */
   async currentIssuer(): Promise<{ key: SigningKey; kid: Uint8Array }> {
+    // Re-read at most every few seconds: a rotation or revocation made by another process is
+    // picked up within that time (rotation overlaps keys; a revoked kid is refused by gateways).
+    const now = Date.now();
+    if (this.#issuerCache && now - this.#issuerCache.at < ISSUER_CACHE_MS) return this.#issuerCache.value;
     const rows = (await this.#rows('issuer')).filter((r) => r.revoked_at === null);
     const row = rows.at(-1);
     if (!row) throw new Error('no issuer key: call ensureKeys first');
-    return { key: await this.#signer(row), kid: row.kid };
+    const value = { key: await this.#signer(row), kid: row.kid };
+    this.#issuerCache = { at: now, value };
+    return value;
   }
 
   /** What bundles carry: valid issuer keys and revoked kids. */

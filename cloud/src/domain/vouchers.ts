@@ -11,7 +11,6 @@ import { randomBytes } from 'node:crypto';
 import { nodeCrypto } from '../../../shared/src/crypto/node.ts';
 import {
   compressPublicKey,
-  isValidPublicKey,
   PROTOCOL_VERSION,
   revocationHash,
   issueVoucher as signVoucher,
@@ -88,8 +87,12 @@ export async function prepareVoucher(ctx: CloudContext, req: IssueRequest): Prom
       `the amount must be ${rules.minHold}–${rules.maxHold} minor units`,
     );
   }
-  if (!isValidPublicKey(req.devicePublicKey))
+  let deviceKey: Uint8Array;
+  try {
+    deviceKey = compressPublicKey(req.devicePublicKey); // validates the point once
+  } catch {
     throw new DomainError('invalid_device_key', 'not a P-256 public key');
+  }
   const gateway = await gatewayById(ctx, req.gatewayId);
   if (!gateway?.key_digest || gateway.key_revoked_at !== null) {
     throw new DomainError('unknown_station', `no provisioned station ${req.gatewayId}`, 404);
@@ -115,7 +118,7 @@ export async function prepareVoucher(ctx: CloudContext, req: IssueRequest): Prom
 
   const now = ctx.now();
   const cti = randomBytes(16);
-  const deviceKey = compressPublicKey(req.devicePublicKey);
+
   const expiresAt = now + rules.voucherLifetimeSeconds;
   const issuer = await ctx.keys.currentIssuer();
   const voucher = await signVoucher(issuer.key, issuer.kid, {
