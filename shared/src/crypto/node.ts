@@ -11,15 +11,15 @@ import {
   createECDH,
   createHash,
   createPrivateKey,
-  createPublicKey,
   hkdfSync,
-  type KeyObject,
+  KeyObject,
   randomBytes as nodeRandomBytes,
   sign as nodeSign,
   verify as nodeVerify,
+  webcrypto,
 } from 'node:crypto';
 import { ErrorCode, ProtocolError } from '../errors.ts';
-import { compressPublicKey, decompressPublicKey, normalizeLowS } from './p256.ts';
+import { compressPublicKey, normalizeLowS } from './p256.ts';
 import type { CryptoProvider, EcdhKey, SigningKey } from './provider.ts';
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url');
@@ -27,16 +27,26 @@ const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url');
 /** Public keys seen recently (issuer, gateway and device keys repeat); KeyObject creation is costly. */
 const publicKeyCache = new Map<string, KeyObject>();
 const PUBLIC_KEY_CACHE_SIZE = 512;
+const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 
-function publicKeyObject(publicKey: Uint8Array): KeyObject {
+/**
+ * A verification KeyObject for a SEC1 point (33-byte compressed or 65-byte uncompressed only).
+ * Imported as a raw WebCrypto key: OpenSSL decodes the point itself (the square root of a
+ * compressed point in native code) and refuses one off the curve or out of range, so no
+ * pure-JS decompression runs first (it cost more than the import; a fresh device key is
+ * imported on every tap). Throws on a bad point.
+ */
+async function publicKeyObject(publicKey: Uint8Array): Promise<KeyObject> {
   const cacheKey = Buffer.from(publicKey).toString('hex');
   const hit = publicKeyCache.get(cacheKey);
   if (hit) return hit;
-  const raw = decompressPublicKey(publicKey);
-  const key = createPublicKey({
-    key: { kty: 'EC', crv: 'P-256', x: b64url(raw.subarray(1, 33)), y: b64url(raw.subarray(33)) },
-    format: 'jwk',
-  });
+  const sec1 =
+    (publicKey.length === 33 && (publicKey[0] === 0x02 || publicKey[0] === 0x03)) ||
+    (publicKey.length === 65 && publicKey[0] === 0x04);
+  if (!sec1) throw new ProtocolError(ErrorCode.MALFORMED, 'invalid P-256 public key');
+  const key = KeyObject.from(
+    await webcrypto.subtle.importKey('raw', publicKey, ECDSA_P256, false, ['verify']),
+  );
   if (publicKeyCache.size >= PUBLIC_KEY_CACHE_SIZE)
     publicKeyCache.delete(publicKeyCache.keys().next().value!);
   publicKeyCache.set(cacheKey, key);
@@ -111,7 +121,7 @@ export const nodeCrypto: CryptoProvider = {
     if (signature.length !== 64) return false;
     let key: KeyObject;
     try {
-      key = publicKeyObject(publicKey);
+      key = await publicKeyObject(publicKey);
     } catch {
       return false;
     }

@@ -23,7 +23,52 @@ function parsePoint(publicKey: Uint8Array) {
   }
 }
 
+const P = p256.Point.Fp.ORDER;
+const B = p256.Point.CURVE().b;
+
+/** The Jacobi symbol (a/n) for odd n > 0, by the binary algorithm (no exponentiation). */
+function jacobi(a: bigint, n: bigint): number {
+  let t = 1;
+  a %= n;
+  while (a !== 0n) {
+    let twos = 0n;
+    while ((a & (0xffn << twos)) === 0n) twos += 8n;
+    while ((a & (1n << twos)) === 0n) twos++;
+    a >>= twos;
+    if (twos & 1n) {
+      const r = n & 7n;
+      if (r === 3n || r === 5n) t = -t;
+    }
+    [a, n] = [n, a];
+    if ((a & 3n) === 3n && (n & 3n) === 3n) t = -t;
+    a %= n;
+  }
+  return n === 1n ? t : 0;
+}
+
+/**
+ * Whether a SEC1 compressed point (02/03 ‖ x) decodes to a valid P-256 public key: x < p and
+ * y² = x³ − 3x + b has a solution, i.e. the right side is a non-zero square mod p (zero cannot
+ * occur: the group has prime order, so no point has y = 0; and with y ≠ 0 one of y, p − y has the
+ * requested parity). Same answer as decoding the point, without the square root (about 3x faster
+ * in bigint arithmetic), which matters where a fresh device key is checked on every tap.
+ */
+function isValidCompressedPoint(publicKey: Uint8Array): boolean {
+  const x = bytesToBigInt(publicKey.subarray(1));
+  if (x >= P) return false;
+  const rhs = (((((x * x) % P) * x) % P) - 3n * x + B) % P;
+  return jacobi(rhs < 0n ? rhs + P : rhs, P) === 1;
+}
+
+const isCompressedForm = (publicKey: Uint8Array) =>
+  publicKey.length === 33 && (publicKey[0] === 0x02 || publicKey[0] === 0x03);
+
 export function compressPublicKey(publicKey: Uint8Array): Uint8Array {
+  if (isCompressedForm(publicKey)) {
+    if (!isValidCompressedPoint(publicKey))
+      throw new ProtocolError(ErrorCode.MALFORMED, 'invalid P-256 public key');
+    return publicKey.slice();
+  }
   return parsePoint(publicKey).toBytes(true);
 }
 
@@ -32,6 +77,7 @@ export function decompressPublicKey(publicKey: Uint8Array): Uint8Array {
 }
 
 export function isValidPublicKey(publicKey: Uint8Array): boolean {
+  if (isCompressedForm(publicKey)) return isValidCompressedPoint(publicKey);
   try {
     parsePoint(publicKey);
     return true;
