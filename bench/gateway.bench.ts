@@ -43,7 +43,6 @@ import {
   chunkMessage,
   createGatewayHandshake,
   createTokenPresentation,
-  ErrorCode,
   encodePdu,
   encodeSessionMessage,
   MAX_WRITE_BYTES,
@@ -65,6 +64,7 @@ import {
   derivedScalar,
   GATEWAY_ID,
   issueTestVoucher,
+  simpleAuthorizationContext,
   T0,
   type World,
 } from '../test/support/world.ts';
@@ -222,25 +222,8 @@ async function cryptoPerTap() {
     connectors: GATEWAY_CONNECTORS_HELLO,
     gatewayTime: T0 + 60,
   };
-  const authContext = (): AuthorizationContext => {
-    let helloUsed = false;
-    return {
-      crypto: nodeCrypto,
-      keyring: world.keyring,
-      gatewayId: world.gateway.id,
-      toleranceSeconds: 300,
-      minimumAmount: 100,
-      currency: 'CNY',
-      observeIssuedAt: (iat) => Math.max(iat, T0 + 60),
-      isSpent: () => false,
-      isRevoked: () => false,
-      consumeHello: () => {
-        if (helloUsed) return { ok: false, code: ErrorCode.HELLO_REUSED };
-        helloUsed = true;
-        return { ok: true };
-      },
-    };
-  };
+  const authContext = (): AuthorizationContext => simpleAuthorizationContext(world, { crypto: nodeCrypto });
+
   const firstStatus = () =>
     encodeSessionMessage({
       type: SessionMessageType.STATUS,

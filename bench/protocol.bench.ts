@@ -22,7 +22,6 @@ import {
   computeFee,
   createGatewayHandshake,
   createTokenPresentation,
-  ErrorCode,
   encodePdu,
   encodeSessionMessage,
   type GatewayHandshake,
@@ -51,7 +50,13 @@ import {
   verifyReceipt,
   verifyVoucherSignature,
 } from '../shared/src/index.ts';
-import { buildWorld, issueTestVoucher, T0, type World } from '../test/support/world.ts';
+import {
+  buildWorld,
+  issueTestVoucher,
+  simpleAuthorizationContext,
+  T0,
+  type World,
+} from '../test/support/world.ts';
 import {
   DEFAULT_DURATION_MS,
   DEFAULT_SAMPLES,
@@ -87,23 +92,7 @@ const handshakeParams = {
 
 /** A gateway-side authorization context like the demo's, fresh per tap (hello single use). */
 function authContext(crypto: CryptoProvider, world: World): AuthorizationContext {
-  let helloUsed = false;
-  return {
-    crypto,
-    keyring: world.keyring,
-    gatewayId: world.gateway.id,
-    toleranceSeconds: 300,
-    minimumAmount: 100,
-    currency: 'CNY',
-    observeIssuedAt: (iat) => Math.max(iat, T0 + 60),
-    isSpent: () => false,
-    isRevoked: () => false,
-    consumeHello: () => {
-      if (helloUsed) return { ok: false, code: ErrorCode.HELLO_REUSED };
-      helloUsed = true;
-      return { ok: true };
-    },
-  };
+  return simpleAuthorizationContext(world, { crypto });
 }
 
 /** One full tap with the helper world: voucher, handshake, token, authorization. */

@@ -6,7 +6,6 @@
 
 import { nodeCrypto } from '../shared/src/crypto/node.ts';
 import {
-  type AuthorizationContext,
   authorizeToken,
   chargedAmount,
   computeFee,
@@ -26,7 +25,13 @@ import {
   verifyReceipt,
   verifyVoucherSignature,
 } from '../shared/src/index.ts';
-import { buildWorld, issueTestVoucher, newHandshake, T0 } from '../test/support/world.ts';
+import {
+  buildWorld,
+  issueTestVoucher,
+  newHandshake,
+  simpleAuthorizationContext,
+  T0,
+} from '../test/support/world.ts';
 
 const crypto = nodeCrypto;
 const started = performance.now();
@@ -68,23 +73,7 @@ step(4, 'phone: hello checked, token sealed', `${phone.envelope.length} B sealed
 
 const opened = await openPresentation(crypto, handshake, phone.envelope);
 if (opened.kind !== PresentationKind.TOKEN) throw new Error('expected a token');
-let helloUsed = false;
-const ctx: AuthorizationContext = {
-  crypto,
-  keyring: world.keyring,
-  gatewayId: world.gateway.id,
-  toleranceSeconds: 300,
-  minimumAmount: 100,
-  currency: 'CNY',
-  observeIssuedAt: (iat) => Math.max(iat, T0 + 60),
-  isSpent: () => false,
-  isRevoked: () => false,
-  consumeHello: () => {
-    if (helloUsed) return { ok: false, code: 304 };
-    helloUsed = true;
-    return { ok: true };
-  },
-};
+const ctx = simpleAuthorizationContext(world);
 const auth = await authorizeToken(ctx, handshake, opened);
 step(5, 'gateway: token authorized', 'issuer sig, time, target, not spent/revoked, device sig, amount');
 

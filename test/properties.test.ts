@@ -14,7 +14,6 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { nodeCrypto } from '../shared/src/crypto/node.ts';
 import {
-  type AuthorizationContext,
   asMap,
   authorizeToken,
   type CborValue,
@@ -48,7 +47,14 @@ import {
   verifyReceipt,
   verifyVoucherSignature,
 } from '../shared/src/index.ts';
-import { buildWorld, issueTestVoucher, newHandshake, T0, TARIFF } from './support/world.ts';
+import {
+  buildWorld,
+  issueTestVoucher,
+  newHandshake,
+  simpleAuthorizationContext,
+  T0,
+  TARIFF,
+} from './support/world.ts';
 
 const crypto = nodeCrypto;
 const world = await buildWorld(crypto);
@@ -120,18 +126,9 @@ describe('every byte change and truncation is rejected with a defined code', () 
       deviceKey,
       connector: 1,
     });
-    const ctx: AuthorizationContext = {
-      crypto,
-      keyring: world.keyring,
-      gatewayId: world.gateway.id,
-      toleranceSeconds: 300,
-      minimumAmount: 100,
-      currency: 'CNY',
-      observeIssuedAt: (iat) => Math.max(iat, T0 + 60),
-      isSpent: () => false,
-      isRevoked: () => false,
-      consumeHello: () => ({ ok: true }), // every variant gets its own try at the same hello
-    };
+    // Every variant gets its own try at the same hello.
+    const ctx = simpleAuthorizationContext(world, { reusableHello: true });
+
     const codes = await expectTamperRejected('token', phone.envelope, async (b) => {
       const opened = await openPresentation(crypto, handshake, b);
       if (opened.kind !== PresentationKind.TOKEN) throw new ProtocolError(ErrorCode.UNEXPECTED_MESSAGE);

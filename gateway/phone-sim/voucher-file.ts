@@ -14,9 +14,8 @@
  * @module
  */
 
-import { createECDH } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { nodeCrypto } from '../../shared/src/crypto/node.ts';
+import { newP256PrivateKey, nodeCrypto } from '../../shared/src/crypto/node.ts';
 import { fromHex, parseVoucher, type SigningKey, toHex, type Voucher } from '../../shared/src/index.ts';
 
 export const VOUCHER_FILE_FORMAT = 'pilepass-phone-voucher/1';
@@ -28,14 +27,7 @@ export interface VoucherFile {
 }
 
 /** A fresh P-256 private scalar (left-padded to 32 bytes) for a simulated phone. */
-export function newDevicePrivateKey(): Uint8Array {
-  const ecdh = createECDH('prime256v1');
-  ecdh.generateKeys();
-  const raw = ecdh.getPrivateKey();
-  const out = new Uint8Array(32);
-  out.set(raw, 32 - raw.length);
-  return out;
-}
+export const newDevicePrivateKey = newP256PrivateKey;
 
 /** The file's JSON text for a voucher and the device key's private scalar. */
 export function encodeVoucherFile(voucherBytes: Uint8Array, devicePrivateKey: Uint8Array): string {

@@ -5,10 +5,9 @@
  * @module
  */
 
-import { createECDH } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { nodeCrypto } from '../../shared/src/crypto/node.ts';
+import { newP256PrivateKey, nodeCrypto } from '../../shared/src/crypto/node.ts';
 import {
   compressPublicKey,
   fromHex,
@@ -38,7 +37,7 @@ export async function loadOrCreateGatewayKey(dataDir: string): Promise<GatewayId
     privateKey = fromHex(stored.privateKey);
   } else {
     mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-    privateKey = newPrivateScalar();
+    privateKey = newP256PrivateKey();
     writeFileSync(path, `${JSON.stringify({ privateKey: toHex(privateKey) })}\n`, { mode: 0o600 });
     chmodSync(path, 0o600);
   }
@@ -48,16 +47,6 @@ export async function loadOrCreateGatewayKey(dataDir: string): Promise<GatewayId
     kid: await gatewayKeyId(nodeCrypto, key.publicKey),
     keyDigest: await nodeCrypto.sha256(key.publicKey),
   };
-}
-
-/** A fresh P-256 private scalar from OpenSSL's generator, left-padded to 32 bytes. */
-function newPrivateScalar(): Uint8Array {
-  const ecdh = createECDH('prime256v1');
-  ecdh.generateKeys();
-  const raw = ecdh.getPrivateKey();
-  const out = new Uint8Array(32);
-  out.set(raw, 32 - raw.length);
-  return out;
 }
 
 export function loadRootKey(dataDir: string): RootKey | undefined {

@@ -6,10 +6,12 @@
 
 import { sha256 } from '@noble/hashes/sha2.js';
 import {
+  type AuthorizationContext,
   type Bundle,
   ConnectorState,
   type CryptoProvider,
   createGatewayHandshake,
+  ErrorCode,
   type GatewayHandshake,
   IssuerKeyring,
   issueVoucher,
@@ -140,3 +142,30 @@ export async function newHandshake(world: World, label?: string): Promise<Gatewa
 }
 
 export { IssuerKeyring };
+
+/**
+ * A gateway-side authorization context for this world with nothing spent or revoked and the
+ * working clock at T0 + 60 (lifted by `iat`); the hello is single use unless `reusableHello`.
+ */
+export function simpleAuthorizationContext(
+  world: World,
+  options: { crypto?: CryptoProvider; reusableHello?: boolean } = {},
+): AuthorizationContext {
+  let helloUsed = false;
+  return {
+    crypto: options.crypto ?? world.crypto,
+    keyring: world.keyring,
+    gatewayId: world.gateway.id,
+    toleranceSeconds: 300,
+    minimumAmount: 100,
+    currency: 'CNY',
+    observeIssuedAt: (iat) => Math.max(iat, T0 + 60),
+    isSpent: () => false,
+    isRevoked: () => false,
+    consumeHello: () => {
+      if (helloUsed && !options.reusableHello) return { ok: false, code: ErrorCode.HELLO_REUSED };
+      helloUsed = true;
+      return { ok: true };
+    },
+  };
+}

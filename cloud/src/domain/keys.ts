@@ -7,8 +7,8 @@
  * @module
  */
 
-import { createCipheriv, createDecipheriv, createECDH, randomBytes } from 'node:crypto';
-import { nodeCrypto } from '../../../shared/src/crypto/node.ts';
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { newP256PrivateKey, nodeCrypto } from '../../../shared/src/crypto/node.ts';
 import { COSE_ALG_ES256, type IssuerKey, type RootKey, type SigningKey } from '../../../shared/src/index.ts';
 import type { Database, Queryable } from '../db/database.ts';
 
@@ -78,11 +78,7 @@ export class KeyStore {
   }
 
   async #create(tx: Queryable, role: KeyRole, notBefore: number, notAfter: number): Promise<StoredKey> {
-    const ecdh = createECDH('prime256v1');
-    ecdh.generateKeys();
-    const raw = ecdh.getPrivateKey();
-    const privateKey = new Uint8Array(32);
-    privateKey.set(raw, 32 - raw.length);
+    const privateKey = newP256PrivateKey();
     const signer = await nodeCrypto.importSigningKey(privateKey);
     const kid =
       role === 'root' ? Uint8Array.of(0x52, ...randomBytes(3)) : Uint8Array.of(0x49, ...randomBytes(3));

@@ -151,3 +151,16 @@ export const nodeCrypto: CryptoProvider = {
     return ecdhKeyFrom(ecdh);
   },
 };
+
+/**
+ * A fresh P-256 private scalar from OpenSSL's generator, left-padded to 32 bytes: for the keys
+ * that are stored (gateway key, cloud keys) or exported (simulated phones), never the phone's.
+ */
+export function newP256PrivateKey(): Uint8Array {
+  const ecdh = createECDH('prime256v1');
+  ecdh.generateKeys();
+  const raw = ecdh.getPrivateKey();
+  const out = new Uint8Array(32);
+  out.set(raw, 32 - raw.length);
+  return out;
+}
