@@ -1,7 +1,42 @@
+import { fileURLToPath } from 'node:url';
+import { svelte } from '@sveltejs/vite-plugin-svelte';
 import { defineConfig } from 'vite';
+import { VitePWA } from 'vite-plugin-pwa';
 
-// The driver's PWA lives in web/ (issue 5 adds Svelte, the PWA plugin and the app itself).
+// The driver's PWA lives in web/: Svelte 5, installable (manifest + Workbox service worker),
+// served under a strict CSP (web/index.html) — so nothing may be inlined into the HTML.
 export default defineConfig({
   root: 'web',
-  build: { outDir: 'dist', emptyOutDir: true },
+  build: { outDir: 'dist', emptyOutDir: true, target: 'es2022' },
+  plugins: [
+    svelte({ configFile: fileURLToPath(new URL('./web/svelte.config.js', import.meta.url)) }),
+    VitePWA({
+      registerType: 'prompt',
+      // Registered from the app bundle (virtual:pwa-register in App.svelte), never inline: the CSP
+      // forbids inline scripts, and 'prompt' needs the app to offer the update.
+      injectRegister: false,
+      includeAssets: ['icons/apple-touch-icon-180.png'],
+      manifest: {
+        name: 'PilePass',
+        short_name: 'PilePass',
+        description: 'Pay for and start an EV charging pile, even when the station is offline.',
+        theme_color: '#0b7a5a',
+        background_color: '#ffffff',
+        display: 'standalone',
+        start_url: '/',
+        scope: '/',
+        icons: [
+          { src: 'icons/icon-192.png', sizes: '192x192', type: 'image/png' },
+          { src: 'icons/icon-512.png', sizes: '512x512', type: 'image/png' },
+          { src: 'icons/icon-maskable-512.png', sizes: '512x512', type: 'image/png', purpose: 'maskable' },
+        ],
+      },
+      workbox: {
+        // The app shell: everything the build emits, so the app opens with no network.
+        globPatterns: ['**/*.{js,css,html,png,svg,webmanifest}'],
+        navigateFallback: 'index.html',
+        cleanupOutdatedCaches: true,
+      },
+    }),
+  ],
 });
