@@ -20,6 +20,7 @@
  * @module
  */
 
+import { concatBytes } from './bytes.ts';
 import { asArray, asUint, decodeCbor, encodeCbor } from './cbor.ts';
 import { ErrorCode, type ErrorCode as ErrorCodeT, isErrorCode, ProtocolError } from './errors.ts';
 
@@ -151,5 +152,24 @@ export class Reassembler {
     if (this.#filled < buffer.length) return undefined;
     this.reset();
     return buffer;
+  }
+}
+
+/**
+ * An ATT long read as a central performs it: blobs of at most MTU−1 bytes from increasing
+ * offsets until a short one arrives (an exactly full last blob costs one more, empty, read).
+ */
+export async function longRead(
+  readBlob: (offset: number) => Promise<Uint8Array>,
+  mtu: number,
+): Promise<Uint8Array> {
+  const blobs: Uint8Array[] = [];
+  let offset = 0;
+  for (;;) {
+    const blob = await readBlob(offset);
+    if (blob.length > mtu - 1) throw new ProtocolError(ErrorCode.MALFORMED, 'blob longer than MTU − 1');
+    blobs.push(blob);
+    offset += blob.length;
+    if (blob.length < mtu - 1) return concatBytes(...blobs);
   }
 }

@@ -7,7 +7,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import type { PhoneLink } from '../../../shared/src/index.ts';
+import { longRead, type PhoneLink } from '../../../shared/src/index.ts';
 import type { GattHandler, GattTransport, LinkId } from '../contracts.ts';
 
 export interface InProcessPhoneLink extends PhoneLink {
@@ -86,24 +86,12 @@ export class InProcessTransport implements GattTransport {
       id,
       mtu,
       counters: phone.counters,
-      async readHello() {
-        const blobs: Uint8Array[] = [];
-        let offset = 0;
-        for (;;) {
+      readHello() {
+        return longRead(async (offset) => {
           if (!phone.connected) throw new Error('link dropped');
           phone.counters.reads++;
-          const blob = (await handler.readHello(id, offset)).subarray(0, mtu - 1);
-          blobs.push(blob);
-          offset += blob.length;
-          if (blob.length < mtu - 1) break;
-        }
-        const out = new Uint8Array(offset);
-        let at = 0;
-        for (const b of blobs) {
-          out.set(b, at);
-          at += b.length;
-        }
-        return out;
+          return (await handler.readHello(id, offset)).subarray(0, mtu - 1);
+        }, mtu);
       },
       async write(unit) {
         if (!phone.connected) throw new Error('link dropped');

@@ -34,7 +34,7 @@
 import { randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import type { PhoneLink } from '../../../shared/src/index.ts';
+import { longRead, type PhoneLink } from '../../../shared/src/index.ts';
 import type { GattHandler, GattTransport, LinkId } from '../contracts.ts';
 
 /** ATT MTU before an exchange, and the largest one accepted. */
@@ -457,25 +457,13 @@ export async function connectSocketPhoneLink(
     get connected() {
       return connected;
     },
-    async readHello() {
-      const blobs: Uint8Array[] = [];
-      let offset = 0;
-      for (;;) {
+    readHello() {
+      return longRead(async (offset) => {
         counters.reads++;
-        const answer = await request({ t: 'read', offset });
-        const blob = fromBase64(answer.data);
-        if (!blob || blob.length > mtu - 1) throw new Error('malformed hello blob');
-        blobs.push(blob);
-        offset += blob.length;
-        if (blob.length < mtu - 1) break;
-      }
-      const out = new Uint8Array(offset);
-      let at = 0;
-      for (const b of blobs) {
-        out.set(b, at);
-        at += b.length;
-      }
-      return out;
+        const blob = fromBase64((await request({ t: 'read', offset })).data);
+        if (!blob) throw new Error('malformed hello blob');
+        return blob;
+      }, mtu);
     },
     async write(unit) {
       if (!connected) throw new Error('link dropped');
