@@ -1,6 +1,10 @@
 import { mount } from 'svelte';
 import App from './App.svelte';
+import { installTrustedTypesPolicy } from './trusted-types.ts';
 import './app.css';
+
+// Before anything registers the service worker (App does, through virtual:pwa-register).
+installTrustedTypesPolicy();
 
 const target = document.getElementById('app');
 if (!target) throw new Error('#app missing from index.html');
