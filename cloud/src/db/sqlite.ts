@@ -248,6 +248,25 @@ class SqliteConnection implements Queryable {
   }
 }
 
+/**
+ * A pragma that may need an exclusive lock (switching a new file to WAL): SQLite answers BUSY at
+ * once, without its busy handler, when another process is opening the same new file at the
+ * same moment — so retry here, with short waits, for up to the busy timeout.
+ */
+function pragmaWhenFree(db: BetterSqlite3.Database, pragma: string, timeoutMs: number): unknown {
+  const deadline = Date.now() + timeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (;;) {
+    try {
+      return db.pragma(pragma, { simple: true });
+    } catch (error) {
+      const busy = (error as { code?: string }).code?.startsWith('SQLITE_BUSY');
+      if (!busy || Date.now() > deadline) throw error;
+      Atomics.wait(pause, 0, 0, 10 + Math.floor(Math.random() * 20)); // open() is synchronous
+    }
+  }
+}
+
 /** Most transactions one commit makes durable together. */
 const MAX_GROUP_COMMIT = 64;
 
@@ -302,7 +321,7 @@ export class SqliteDatabase implements Database {
     try {
       // The busy timeout first: switching to WAL needs a lock another process may hold.
       db.pragma(`busy_timeout = ${Math.trunc(busyTimeoutMs)}`);
-      const journalMode = db.pragma(`journal_mode = ${SQLITE_JOURNAL_MODE}`, { simple: true });
+      const journalMode = pragmaWhenFree(db, `journal_mode = ${SQLITE_JOURNAL_MODE}`, busyTimeoutMs);
       if (String(journalMode).toUpperCase() !== SQLITE_JOURNAL_MODE)
         throw new Error(`sqlite ${path}: journal_mode is ${String(journalMode)}, not ${SQLITE_JOURNAL_MODE}`);
       db.pragma(`synchronous = ${SQLITE_SYNCHRONOUS}`);
