@@ -38,6 +38,32 @@ function pair() {
 }
 const msg = (n: number) => Uint8Array.of(n, n, n);
 
+/** The same voucher presented on two connections: each side's channel for both sessions. */
+async function twoSessionsOfOneVoucher() {
+  const world = await buildWorld(crypto);
+  const { voucher, deviceKey } = await issueTestVoucher(world);
+  const sessions: { phone: SecureChannel; gateway: SecureChannel }[] = [];
+  for (let i = 0; i < 2; i++) {
+    const handshake = await newHandshake(world);
+    const phone = await createTokenPresentation(crypto, {
+      helloBytes: handshake.hello.bytes,
+      voucherBytes: voucher.bytes,
+      deviceKey,
+      connector: 1,
+    });
+    const opened = await openPresentation(crypto, handshake, phone.envelope);
+    const { channel } = await acceptPresentation(
+      crypto,
+      handshake,
+      opened,
+      deviceKey.publicKey,
+      voucher.claims.cti,
+    );
+    sessions.push({ phone: phone.channel, gateway: channel });
+  }
+  return { deviceKey, sessions };
+}
+
 describe('secure channel: replayed, reordered, dropped or forged frames end the session', () => {
   it('delivers frames in order both ways', async () => {
     const { gateway, phone } = pair();
@@ -88,27 +114,7 @@ describe('secure channel: replayed, reordered, dropped or forged frames end the 
   });
 
   it('frames of one session do not open in another of the same voucher', async () => {
-    const world = await buildWorld(crypto);
-    const { voucher, deviceKey } = await issueTestVoucher(world);
-    const sessions = [];
-    for (let i = 0; i < 2; i++) {
-      const handshake = await newHandshake(world);
-      const phone = await createTokenPresentation(crypto, {
-        helloBytes: handshake.hello.bytes,
-        voucherBytes: voucher.bytes,
-        deviceKey,
-        connector: 1,
-      });
-      const opened = await openPresentation(crypto, handshake, phone.envelope);
-      const { channel } = await acceptPresentation(
-        crypto,
-        handshake,
-        opened,
-        deviceKey.publicKey,
-        voucher.claims.cti,
-      );
-      sessions.push({ phone: phone.channel, gateway: channel });
-    }
+    const { sessions } = await twoSessionsOfOneVoucher();
     const frame = await sessions[0]!.gateway.seal(msg(1));
     await expect(sessions[1]!.phone.open(frame)).rejects.toMatchObject({ code: ErrorCode.DECRYPT_FAILED });
   });
@@ -172,27 +178,7 @@ describe('GATT framing', () => {
 describe('stop request: device-signed over this connection', () => {
   it('the session device can stop; a stranger or a stop from another connection cannot', async () => {
     const { signStopRequest, verifyStopRequest } = await import('../shared/src/index.ts');
-    const world = await buildWorld(crypto);
-    const { voucher, deviceKey } = await issueTestVoucher(world);
-    const channels = [];
-    for (let i = 0; i < 2; i++) {
-      const handshake = await newHandshake(world);
-      const phone = await createTokenPresentation(crypto, {
-        helloBytes: handshake.hello.bytes,
-        voucherBytes: voucher.bytes,
-        deviceKey,
-        connector: 1,
-      });
-      const opened = await openPresentation(crypto, handshake, phone.envelope);
-      const { channel } = await acceptPresentation(
-        crypto,
-        handshake,
-        opened,
-        deviceKey.publicKey,
-        voucher.claims.cti,
-      );
-      channels.push({ phone: phone.channel, gateway: channel });
-    }
+    const { deviceKey, sessions: channels } = await twoSessionsOfOneVoucher();
     const [first, second] = channels as [(typeof channels)[0], (typeof channels)[0]];
     const signature = await signStopRequest(deviceKey, first.phone);
     await expect(

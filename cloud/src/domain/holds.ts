@@ -102,6 +102,25 @@ export const walletHolds: HoldProvider = {
   },
 };
 
+/** Money collected by the PSP enters the ledger: funding:psp → the operator's revenue. */
+async function creditFromPsp(
+  tx: Queryable,
+  kind: 'capture' | 'claw-back',
+  h: HoldRef,
+  charged: number,
+  operatorId: string,
+): Promise<void> {
+  await post(tx, {
+    kind,
+    ref: h.ref,
+    at: h.at,
+    lines: [
+      { account: PSP_FUNDING_ACCOUNT, amount: -charged },
+      { account: revenueAccount(operatorId), amount: charged },
+    ],
+  });
+}
+
 export const sandboxPreAuthHolds: HoldProvider = {
   name: 'sandbox-preauth',
   async hold(tx, h) {
@@ -109,30 +128,14 @@ export const sandboxPreAuthHolds: HoldProvider = {
   },
   async capture(tx, h, charged, operatorId) {
     await SandboxPsp.capture(tx, h.reference!, charged, h.at);
-    await post(tx, {
-      kind: 'capture',
-      ref: h.ref,
-      at: h.at,
-      lines: [
-        { account: PSP_FUNDING_ACCOUNT, amount: -charged },
-        { account: revenueAccount(operatorId), amount: charged },
-      ],
-    });
+    await creditFromPsp(tx, 'capture', h, charged, operatorId);
   },
   async release(tx, h) {
     await SandboxPsp.void(tx, h.reference!, h.at);
   },
   async clawBack(tx, h, charged, operatorId) {
     await SandboxPsp.charge(tx, h.driverId, charged, h.currency, h.at);
-    await post(tx, {
-      kind: 'claw-back',
-      ref: h.ref,
-      at: h.at,
-      lines: [
-        { account: PSP_FUNDING_ACCOUNT, amount: -charged },
-        { account: revenueAccount(operatorId), amount: charged },
-      ],
-    });
+    await creditFromPsp(tx, 'claw-back', h, charged, operatorId);
   },
 };
 
