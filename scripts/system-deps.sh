@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian / Raspberry Pi OS packages a PilePass task needs.
 #
-#   scripts/system-deps.sh <group>...     groups: browser, ble, postgres
+#   scripts/system-deps.sh <group>...     groups: browser, ble, postgres, deploy
+#
+# deploy: systemd-analyze (unit file verification) and shellcheck (gateway/deploy/install.sh);
+# the systemd package only installs files here, no init is started in a container.
 #
 # Idempotent: packages already present are skipped. As root it runs apt-get;
 # otherwise it prints the exact command to run and exits non-zero, so a test
@@ -12,6 +15,7 @@ declare -A GROUP_PACKAGES=(
   [browser]="chromium"
   [ble]="bluez bluez-test-tools socat gcc libc6-dev"
   [postgres]="postgresql"
+  [deploy]="systemd shellcheck"
 )
 
 want=()
