@@ -9,7 +9,7 @@
  * 2. **Whole authorization** through the real gateway (`startGateway`, in-process transport,
  *    a fake pile with 16 connectors, the SQLite ledger with `synchronous=FULL` in a temp dir on
  *    disk): from the phone's token write to the "charging" status decrypted at the phone.
- * 3. **Through BlueZ's emulated controller** (test/support/btvirt.ts): the real gateway with the
+ * 3. **Through BlueZ's emulated controller** (scripts/virtual-ble/btvirt.ts): the real gateway with the
  *    bleno transport on pty 0, the noble central on pty 1 as the phone; connect + discovery,
  *    token write → pile ON, and the ATT requests the central sends, at MTU 23 and 256.
  * 4. **Gateway RSS**: a child process running the gateway (this file with `--rss-child`), idle
@@ -34,6 +34,7 @@ import type { GattHandler, GattTransport } from '../gateway/src/contracts.ts';
 import { type RunningGateway, startGateway } from '../gateway/src/gateway.ts';
 import { pinRootKey } from '../gateway/src/keys.ts';
 import { InProcessTransport } from '../gateway/src/link/in-process.ts';
+import type { VirtualBle } from '../scripts/virtual-ble/btvirt.ts';
 import { nodeCrypto } from '../shared/src/crypto/node.ts';
 import { decompressPublicKey } from '../shared/src/crypto/p256.ts';
 import {
@@ -58,7 +59,6 @@ import {
   toHex,
 } from '../shared/src/index.ts';
 import { FakePile } from '../test/gateway/support/fake-pile.ts';
-import type { VirtualBle } from '../test/support/btvirt.ts';
 import {
   buildWorld,
   derivedScalar,
@@ -510,7 +510,7 @@ async function bleTimings() {
   // Loaded here, not at the top: the RSS child (part 4) runs this file and must not load noble.
   const { createBlenoTransport } = await import('../gateway/src/ble/bleno-transport.ts');
   const { connectToGateway } = await import('../gateway/src/ble/noble-central.ts');
-  const { startVirtualBle } = await import('../test/support/btvirt.ts');
+  const { startVirtualBle } = await import('../scripts/virtual-ble/btvirt.ts');
   const att = countAttRequests();
   const startedAt = performance.now();
   let vble: VirtualBle | undefined;

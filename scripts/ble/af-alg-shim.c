@@ -23,7 +23,7 @@
  *   AF_ALG_SHIM_DEBUG=1           log each faked call on stderr.
  *
  * Build: gcc -shared -fPIC -O2 -Wall -o af-alg-shim.so af-alg-shim.c -ldl
- * (test/support/btvirt.ts builds it on demand into .cache/ble/af-alg-shim.so).
+ * (scripts/virtual-ble/btvirt.ts builds it on demand into .cache/ble/af-alg-shim.so).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>

@@ -1,8 +1,9 @@
 /**
- * Virtual BLE for integration tests on machines without kernel Bluetooth: BlueZ's emulated LE
- * controller (`btvirt -s`, made to work without kernel AF_ALG by the LD_PRELOAD library
- * scripts/ble/af-alg-shim.c, built on demand into .cache/ble/) and one socat pty per BLE
- * device — each pty is an HCI UART that @stoprocent/bleno or noble opens. btvirt's socket
+ * Virtual BLE on machines without kernel Bluetooth (integration tests, and `npm start`'s
+ * virtual phone): BlueZ's emulated LE controller (`btvirt -s`, made to work without kernel
+ * AF_ALG by the LD_PRELOAD library scripts/ble/af-alg-shim.c, built on demand into
+ * .cache/ble/) and one socat pty per BLE device — each pty is an HCI UART that
+ * @stoprocent/bleno or noble opens. btvirt's socket
  * paths are fixed, so one btvirt runs per machine: `startVirtualBle` takes an exclusive lock
  * file (holder PID, stale-lock recovery) and waits for it. Node only.
  */

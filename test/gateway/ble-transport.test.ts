@@ -1,6 +1,6 @@
 /**
  * Integration test of the BLE transport over a real HCI link: BlueZ's emulated LE controller
- * (test/support/btvirt.ts) with the bleno GattTransport on pty 0 and the noble central on
+ * (scripts/virtual-ble/btvirt.ts) with the bleno GattTransport on pty 0 and the noble central on
  * pty 1. Checks long hello reads, long writes, notification sizes and order, disconnects and
  * link ids at ATT MTU 23 and 256, and prints the measured timings.
  */
@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBlenoTransport } from '../../gateway/src/ble/bleno-transport.ts';
 import { connectToGateway, type GatewayConnection } from '../../gateway/src/ble/noble-central.ts';
 import type { GattHandler, GattTransport, LinkId } from '../../gateway/src/contracts.ts';
-import { startVirtualBle, type VirtualBle } from '../support/btvirt.ts';
+import { startVirtualBle, type VirtualBle } from '../../scripts/virtual-ble/btvirt.ts';
 
 const GATEWAY_ID = 'gw-ble-test.01';
 const HELLO_BYTES = 186;
