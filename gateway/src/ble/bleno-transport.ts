@@ -59,6 +59,12 @@ export interface BlenoTransportOptions {
   readonly powerOnTimeoutMs?: number;
   /** Errors from handler callbacks (default: console.error). The link is left to the handler. */
   readonly onError?: (error: unknown, link: LinkId | undefined) => void;
+  /**
+   * After a successful start, the adapter left the poweredOn state (powered off, removed,
+   * hardware error). The transport stays as it is: the owner stops it and builds a new one
+   * (ble/adapter-recovery.ts).
+   */
+  readonly onAdapterLost?: (reason: string) => void;
 }
 
 /** Smallest ATT MTU (Bluetooth Core Vol 3 Part F 3.2.8). */
@@ -238,6 +244,10 @@ export function createBlenoTransport(port: HciPort, options: BlenoTransportOptio
     safely(link.id, () => handler?.onSubscribe(link.id));
   };
 
+  const onStateChange = (state: string) => {
+    if (state !== 'poweredOn' && !stopped) options.onAdapterLost?.(`adapter state ${state}`);
+  };
+
   const onUnsubscribeEvents = (handle: ConnectionHandle) => {
     const link = byHandle.get(handle);
     if (!link || link.notify === undefined) return;
@@ -297,6 +307,7 @@ export function createBlenoTransport(port: HciPort, options: BlenoTransportOptio
           5_000,
           'starting advertising',
         );
+        instance.on('stateChange', onStateChange);
       } catch (err) {
         shutdown(instance);
         throw new Error(
@@ -417,6 +428,7 @@ export function createBlenoTransport(port: HciPort, options: BlenoTransportOptio
     instance.removeListener('accept', onAccept);
     instance.removeListener('disconnect', onDisconnect);
     instance.removeListener('mtuChange', onMtuChange);
+    instance.removeListener('stateChange', onStateChange);
     try {
       instance.stop(); // closes the HCI socket / UART
     } catch (err) {
