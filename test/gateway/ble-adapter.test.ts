@@ -65,8 +65,10 @@ class FakeControlSocket extends EventEmitter implements ControlSocket {
   readonly writes: Buffer[] = [];
   bound = false;
   stopped = false;
-  constructor(private readonly answer: (index: number, on: boolean) => Buffer | Error | undefined) {
+  readonly #answer: (index: number, on: boolean) => Buffer | Error | undefined;
+  constructor(answer: (index: number, on: boolean) => Buffer | Error | undefined) {
     super();
+    this.#answer = answer;
   }
   bindControl() {
     this.bound = true;
@@ -82,7 +84,7 @@ class FakeControlSocket extends EventEmitter implements ControlSocket {
     setImmediate(() => {
       this.emit('data', mgmtEvent(0x0006, index, [1, 0, 0, 0])); // New Settings
       this.emit('data', setPoweredComplete(index + 1, 0)); // another adapter's reply
-      const reply = this.answer(index, on);
+      const reply = this.#answer(index, on);
       if (reply instanceof Error) this.emit('error', reply);
       else if (reply) this.emit('data', reply);
     });
@@ -233,12 +235,14 @@ class FakeInner implements GattTransport {
   readonly links = new Set<LinkId>();
   handler: GattHandler | undefined;
   readonly notified: string[] = [];
-  constructor(
-    readonly onLost: (reason: string) => void,
-    private readonly failStart: Error | undefined,
-  ) {}
+  readonly onLost: (reason: string) => void;
+  readonly #failStart: Error | undefined;
+  constructor(onLost: (reason: string) => void, failStart: Error | undefined) {
+    this.onLost = onLost;
+    this.#failStart = failStart;
+  }
   async start(h: GattHandler) {
-    if (this.failStart) throw this.failStart;
+    if (this.#failStart) throw this.#failStart;
     this.handler = h;
     this.started = true;
   }
