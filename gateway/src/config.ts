@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { GATEWAY_ID_PATTERN } from '../../shared/src/index.ts';
+import { ocppConfigSchema } from './pile/ocpp/config.ts';
 
 const bleSchema = z
   .string()
@@ -18,7 +19,7 @@ const bleSchema = z
 
 const pileSchema = z
   .string()
-  .regex(/^sim(:.+)?$/, 'expected "sim" or "sim:<socket path>" (hardware drivers: issue 6)');
+  .regex(/^(sim(:.+)?|ocpp)$/, 'expected "sim", "sim:<socket path>" or "ocpp" (with an "ocpp" section)');
 
 export const configSchema = z
   .object({
@@ -27,6 +28,8 @@ export const configSchema = z
     dataDir: z.string().min(1).default('./data/gateway'),
     ble: bleSchema.default('hci'),
     pile: pileSchema.default('sim'),
+    /** OCPP 1.6J charge point options, required when pile is "ocpp" (pile/ocpp/config.ts). */
+    ocpp: ocppConfigSchema.optional(),
     connectors: z.array(z.number().int().min(0).max(255)).min(1).max(16).default([1, 2]),
     currency: z
       .string()
@@ -56,7 +59,16 @@ export const configSchema = z
         maxUnauthenticatedLinks: 4,
       }),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    if (config.pile === 'ocpp' && config.ocpp === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ocpp'],
+        message: 'required when pile is "ocpp" (at least chargePointId)',
+      });
+    }
+  });
 
 export type GatewayConfig = z.output<typeof configSchema>;
 

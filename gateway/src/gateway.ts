@@ -75,7 +75,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   });
   await sync.load();
 
-  const pile = deps.pile ?? (await createPileFromConfig(config));
+  const pile = deps.pile ?? (await createPileFromConfig(config, clock, logger));
   const charging = new ChargingSessions({
     crypto: nodeCrypto,
     ledger,
@@ -165,7 +165,21 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   };
 }
 
-async function createPileFromConfig(config: GatewayConfig): Promise<PileDriver> {
+async function createPileFromConfig(
+  config: GatewayConfig,
+  clock: GatewayClock,
+  logger: Logger,
+): Promise<PileDriver> {
+  if (config.pile === 'ocpp') {
+    const { createOcppPileDriver } = await import('./pile/ocpp/driver.ts');
+    const { ocppDriverOptions } = await import('./pile/ocpp/config.ts');
+    const context = {
+      connectors: config.connectors,
+      now: () => clock.now(),
+      log: logger.child({ pile: 'ocpp' }),
+    };
+    return createOcppPileDriver(ocppDriverOptions(config.ocpp, context));
+  }
   const { createSimPileDriver } = await import('./pile/sim-driver.ts');
   const socketPath = config.pile.startsWith('sim:')
     ? config.pile.slice(4)
