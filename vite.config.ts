@@ -35,7 +35,22 @@ export default defineConfig({
         // The app shell: everything the build emits, so the app opens with no network.
         globPatterns: ['**/*.{js,css,html,png,svg,webmanifest}'],
         navigateFallback: 'index.html',
+        // The API is never answered from the app shell.
+        navigateFallbackDenylist: [/^\/v1\//],
         cleanupOutdatedCaches: true,
+        runtimeCaching: [
+          {
+            // Receipts and reports carried home: a POST the page could not finish is queued in
+            // IndexedDB and replayed by Background Sync (or at the next service-worker start
+            // where the browser has no Background Sync). The cloud is idempotent by hash.
+            urlPattern: /\/v1\/(receipts|reports)$/,
+            method: 'POST',
+            handler: 'NetworkOnly',
+            options: {
+              backgroundSync: { name: 'pilepass-uploads', options: { maxRetentionTime: 60 * 24 * 60 } },
+            },
+          },
+        ],
       },
     }),
   ],

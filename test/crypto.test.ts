@@ -169,3 +169,67 @@ describe('WebCrypto provider keys are non-extractable', () => {
     expect(await nodeCrypto.verifyP256(key.publicKey, utf8('x'), sig)).toBe(true);
   });
 });
+
+describe('SEC 1 §2.3.3–2.3.4 point encoding matches @noble/curves', () => {
+  it('compresses, decompresses and validates random keys exactly as noble does', async () => {
+    const { p256 } = await import('@noble/curves/nist.js');
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), (seed) => {
+        let scalar: Uint8Array;
+        try {
+          scalar = p256.utils.randomSecretKey(seed);
+        } catch {
+          return;
+        }
+        const full = p256.getPublicKey(scalar, false);
+        const short = p256.getPublicKey(scalar, true);
+        expect(compressPublicKey(full)).toEqual(short);
+        expect(decompressPublicKey(short)).toEqual(full);
+        expect(compressPublicKey(short)).toEqual(short);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('refuses what noble refuses: random x, off-curve y, coordinates >= p, bad prefixes', () => {
+    const nobleAccepts = (
+      bytes: Uint8Array,
+      noble: { Point: { fromBytes(b: Uint8Array): { assertValidity(): void } } },
+    ) => {
+      try {
+        noble.Point.fromBytes(bytes).assertValidity();
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    return import('@noble/curves/nist.js').then(({ p256 }) => {
+      fc.assert(
+        fc.property(
+          fc.constantFrom(0x02, 0x03, 0x04, 0x05, 0x00),
+          fc.uint8Array({ minLength: 64, maxLength: 64 }),
+          (prefix, body) => {
+            const bytes =
+              prefix === 0x04
+                ? new Uint8Array([prefix, ...body])
+                : new Uint8Array([prefix, ...body.subarray(0, 32)]);
+            const ours = (() => {
+              try {
+                decompressPublicKey(bytes);
+                return true;
+              } catch (err) {
+                expect((err as { code?: number }).code).toBe(ErrorCode.MALFORMED);
+                return false;
+              }
+            })();
+            expect(ours).toBe(nobleAccepts(bytes, p256));
+          },
+        ),
+        { numRuns: 500 },
+      );
+      // x = p (not below the field prime) with a valid-looking prefix.
+      const atP = fromHex(`02${'ffffffff00000001000000000000000000000000ffffffffffffffffffffffff'}`);
+      expect(() => decompressPublicKey(atP)).toThrow();
+    });
+  });
+});

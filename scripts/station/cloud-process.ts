@@ -1,7 +1,8 @@
 /**
  * Starts the real cloud (`pilepass-cloud start`) as a separate process on loopback, on a
  * SQLite file in `dataDir` or on `DATABASE_URL`, and waits until it answers. Used by the
- * cross-process concurrency test and the gateway ⇄ cloud sync tests.
+ * cross-process concurrency test, the gateway ⇄ cloud sync tests, npm start and the browser
+ * scenario.
  */
 
 import { type ChildProcess, spawn } from 'node:child_process';

@@ -11,6 +11,7 @@ import {
   SERVICE_UUID,
 } from '../../shared/src/gatt.ts';
 import {
+  classifyRequestDeviceError,
   connectGateway,
   gatewayFilter,
   isWebBluetoothSupported,
@@ -138,4 +139,24 @@ describe('Web Bluetooth PhoneLink', () => {
     fakeBluetooth(new DOMException('User cancelled the requestDevice() chooser.', 'NotFoundError'));
     await expect(connectGateway()).rejects.toMatchObject({ failure: 'cancelled' });
   });
+
+  it.each([
+    ['NotFoundError', 'User cancelled the requestDevice() chooser.', 'cancelled'],
+    ['NotFoundError', 'Bluetooth adapter not available.', 'unavailable'],
+    ['NotFoundError', 'Location services are disabled.', 'location-off'],
+    ['NotAllowedError', 'Permission to access Bluetooth devices was denied.', 'permission-denied'],
+    ['SecurityError', 'Must be handling a user gesture to show a permission request.', 'permission-denied'],
+    ['NetworkError', 'Connection failed for unknown reason.', 'connect-failed'],
+  ] as const)(
+    'classifies %s "%s" as %s, with a message in both languages',
+    async (name, message, failure) => {
+      expect(classifyRequestDeviceError(new DOMException(message, name))).toBe(failure);
+      fakeBluetooth(new DOMException(message, name));
+      const err = await connectGateway().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(WebBluetoothError);
+      expect((err as WebBluetoothError).failure).toBe(failure);
+      expect((err as WebBluetoothError).text.en).not.toBe('');
+      expect((err as WebBluetoothError).text.zh).not.toBe('');
+    },
+  );
 });

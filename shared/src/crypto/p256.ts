@@ -1,30 +1,81 @@
 /**
  * P-256 facts shared by all crypto implementations: point (de)compression, validation and
  * the low-S rule for ECDSA signatures (s <= n/2), which makes issuer and gateway signatures
- * non-malleable. Point arithmetic uses @noble/curves (pure, no I/O).
+ * non-malleable. Only field arithmetic is needed here (bigint, no curve library), which keeps
+ * @noble/curves out of the phone's bundle; tests check every function against @noble/curves.
  * @module
  */
 
-import { p256 } from '@noble/curves/nist.js';
 import { bytesToBigInt, uintBE } from '../bytes.ts';
 import { ErrorCode, ProtocolError } from '../errors.ts';
 
-export const P256_ORDER = p256.Point.Fn.ORDER;
+/** Curve constants of P-256 (SEC 2 / FIPS 186-4 D.1.2.3). */
+export const P256_ORDER = 0xffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551n;
 const HALF_ORDER = P256_ORDER >> 1n;
+const P = 0xffffffff00000001000000000000000000000000ffffffffffffffffffffffffn;
+const B = 0x5ac635d8aa3a93e7b3ebbd55769886bc651d06b0cc53b0f63bce3c3e27d2604bn;
 
-/** Parses and validates a SEC1 point (compressed or not); throws ProtocolError MALFORMED. */
-function parsePoint(publicKey: Uint8Array) {
-  try {
-    const point = p256.Point.fromBytes(publicKey);
-    point.assertValidity();
-    return point;
-  } catch {
-    throw new ProtocolError(ErrorCode.MALFORMED, 'invalid P-256 public key');
+const mod = (a: bigint) => {
+  const r = a % P;
+  return r < 0n ? r + P : r;
+};
+
+function powMod(base: bigint, exponent: bigint): bigint {
+  let result = 1n;
+  let b = mod(base);
+  let e = exponent;
+  while (e > 0n) {
+    if (e & 1n) result = (result * b) % P;
+    b = (b * b) % P;
+    e >>= 1n;
   }
+  return result;
 }
 
-const P = p256.Point.Fp.ORDER;
-const B = p256.Point.CURVE().b;
+/** x³ − 3x + b mod p: the right side of the curve equation. */
+const curveRhs = (x: bigint) => mod(((x * x) % P) * x - 3n * x + B);
+
+const isCompressedForm = (publicKey: Uint8Array) =>
+  publicKey.length === 33 && (publicKey[0] === 0x02 || publicKey[0] === 0x03);
+
+const invalid = () => new ProtocolError(ErrorCode.MALFORMED, 'invalid P-256 public key');
+
+/**
+ * Parses and validates a SEC1 point (compressed or not) to affine (x, y); throws ProtocolError
+ * MALFORMED. P-256 has cofactor 1, so a point on the curve with coordinates below p is in the
+ * group (the point at infinity has no SEC1 encoding here).
+ */
+function parsePoint(publicKey: Uint8Array): { x: bigint; y: bigint } {
+  if (publicKey.length === 65 && publicKey[0] === 0x04) {
+    const x = bytesToBigInt(publicKey.subarray(1, 33));
+    const y = bytesToBigInt(publicKey.subarray(33));
+    if (x >= P || y >= P || (y * y) % P !== curveRhs(x)) throw invalid();
+    return { x, y };
+  }
+  if (!isCompressedForm(publicKey)) throw invalid();
+  const x = bytesToBigInt(publicKey.subarray(1));
+  if (x >= P) throw invalid();
+  const rhs = curveRhs(x);
+  // p ≡ 3 (mod 4): the square root is rhs^((p+1)/4) when rhs is a square.
+  let y = powMod(rhs, (P + 1n) >> 2n);
+  if ((y * y) % P !== rhs) throw invalid();
+  if ((y & 1n) !== BigInt((publicKey[0] as number) & 1)) y = P - y;
+  return { x, y };
+}
+
+function encodePoint(point: { x: bigint; y: bigint }, compressed: boolean): Uint8Array {
+  if (compressed) {
+    const out = new Uint8Array(33);
+    out[0] = point.y & 1n ? 0x03 : 0x02;
+    out.set(uintBE(point.x, 32), 1);
+    return out;
+  }
+  const out = new Uint8Array(65);
+  out[0] = 0x04;
+  out.set(uintBE(point.x, 32), 1);
+  out.set(uintBE(point.y, 32), 33);
+  return out;
+}
 
 /** The Jacobi symbol (a/n) for odd n > 0, by the binary algorithm (no exponentiation). */
 function jacobi(a: bigint, n: bigint): number {
@@ -56,12 +107,8 @@ function jacobi(a: bigint, n: bigint): number {
 function isValidCompressedPoint(publicKey: Uint8Array): boolean {
   const x = bytesToBigInt(publicKey.subarray(1));
   if (x >= P) return false;
-  const rhs = (((((x * x) % P) * x) % P) - 3n * x + B) % P;
-  return jacobi(rhs < 0n ? rhs + P : rhs, P) === 1;
+  return jacobi(curveRhs(x), P) === 1;
 }
-
-const isCompressedForm = (publicKey: Uint8Array) =>
-  publicKey.length === 33 && (publicKey[0] === 0x02 || publicKey[0] === 0x03);
 
 export function compressPublicKey(publicKey: Uint8Array): Uint8Array {
   if (isCompressedForm(publicKey)) {
@@ -69,11 +116,11 @@ export function compressPublicKey(publicKey: Uint8Array): Uint8Array {
       throw new ProtocolError(ErrorCode.MALFORMED, 'invalid P-256 public key');
     return publicKey.slice();
   }
-  return parsePoint(publicKey).toBytes(true);
+  return encodePoint(parsePoint(publicKey), true);
 }
 
 export function decompressPublicKey(publicKey: Uint8Array): Uint8Array {
-  return parsePoint(publicKey).toBytes(false);
+  return encodePoint(parsePoint(publicKey), false);
 }
 
 export function isValidPublicKey(publicKey: Uint8Array): boolean {

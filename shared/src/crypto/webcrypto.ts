@@ -5,11 +5,10 @@
  *
  * WebCrypto ECDSA is randomized and returns high-S about half the time; `sign` normalises to
  * low-S (verifiers accept both for device keys). WebCrypto imports only uncompressed points,
- * so compressed keys are expanded with @noble/curves first.
+ * so compressed keys are expanded first (p256.ts).
  * @module
  */
 
-import { p256 } from '@noble/curves/nist.js';
 import { ErrorCode, ProtocolError } from '../errors.ts';
 import { compressPublicKey, decompressPublicKey, normalizeLowS } from './p256.ts';
 import type { CryptoProvider, EcdhKey, SigningKey } from './provider.ts';
@@ -66,8 +65,12 @@ export function createWebCrypto(webCrypto: Crypto = globalThis.crypto): WebCrypt
     };
   }
 
-  /** JWK of a raw private scalar (with its public point, which WebCrypto requires). */
-  function privateJwk(privateKey: Uint8Array): JsonWebKey {
+  /**
+   * JWK of a raw private scalar (with its public point, which WebCrypto requires). Only vectors
+   * and tests import raw scalars, so the curve library is loaded on demand, never by the app.
+   */
+  async function privateJwk(privateKey: Uint8Array): Promise<JsonWebKey> {
+    const { p256 } = await import('@noble/curves/nist.js');
     const pub = p256.getPublicKey(privateKey, false);
     const b64 = (b: Uint8Array) =>
       btoa(String.fromCharCode(...b))
@@ -131,7 +134,7 @@ export function createWebCrypto(webCrypto: Crypto = globalThis.crypto): WebCrypt
     signingKeyFromKeyPair: toSigningKey,
     async importSigningKey(privateKey) {
       if (privateKey.length !== 32) throw new RangeError('P-256 private key must be 32 bytes');
-      const jwk = privateJwk(privateKey);
+      const jwk = await privateJwk(privateKey);
       const priv = await subtle.importKey('jwk', jwk, ECDSA_P256, false, ['sign']);
       const { d: _d, ...publicJwk } = jwk;
       const pub = await subtle.importKey('jwk', publicJwk, ECDSA_P256, true, ['verify']);
@@ -141,7 +144,7 @@ export function createWebCrypto(webCrypto: Crypto = globalThis.crypto): WebCrypt
       return toEcdhKey(await subtle.generateKey(ECDH_P256, false, ['deriveBits']));
     },
     async importEcdhKey(privateKey) {
-      const jwk = privateJwk(privateKey);
+      const jwk = await privateJwk(privateKey);
       const priv = await subtle.importKey('jwk', jwk, ECDH_P256, false, ['deriveBits']);
       const { d: _d, ...publicJwk } = jwk;
       const pub = await subtle.importKey('jwk', publicJwk, ECDH_P256, true, []);

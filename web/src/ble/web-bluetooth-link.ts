@@ -23,7 +23,13 @@ export interface BilingualText {
   readonly zh: string;
 }
 
-export type BluetoothFailure = 'unsupported' | 'unavailable' | 'cancelled' | 'connect-failed';
+export type BluetoothFailure =
+  | 'unsupported'
+  | 'unavailable'
+  | 'location-off'
+  | 'permission-denied'
+  | 'cancelled'
+  | 'connect-failed';
 
 export const BLUETOOTH_FAILURE_TEXT: Readonly<Record<BluetoothFailure, BilingualText>> = {
   unsupported: {
@@ -35,6 +41,16 @@ export const BLUETOOTH_FAILURE_TEXT: Readonly<Record<BluetoothFailure, Bilingual
   unavailable: {
     en: 'Bluetooth is off or not available on this device. Turn it on and try again.',
     zh: '此设备的蓝牙已关闭或不可用。请打开蓝牙后重试。',
+  },
+  'location-off': {
+    en: 'Android 11 and older need Location turned on to find Bluetooth devices. Turn on Location and try again.',
+    zh: 'Android 11 及更早版本需要开启“位置信息”才能查找蓝牙设备。请开启位置信息后重试。',
+  },
+  'permission-denied': {
+    en:
+      'PilePass may not use Bluetooth. Allow "Nearby devices" for your browser (Android 12+: ' +
+      'Settings → Apps → Chrome → Permissions) and try again.',
+    zh: 'PilePass 无权使用蓝牙。请为浏览器允许“附近的设备”权限（Android 12 及以上：设置 → 应用 → Chrome → 权限）后重试。',
   },
   cancelled: {
     en: 'No charging station was chosen.',
@@ -129,6 +145,24 @@ function bytesOf(view: DataView): Uint8Array {
   return new Uint8Array(view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength));
 }
 
+/**
+ * What a failed `requestDevice` means for the driver. Chromium reports several situations
+ * with the same DOMException name, so its (stable, English) messages decide: "User cancelled
+ * the requestDevice() chooser.", "Bluetooth adapter not available.", "Location services are
+ * disabled" (Android ≤ 11), and a NotAllowedError/SecurityError for a refused permission
+ * ("Nearby devices", Android 12+) or a missing user gesture.
+ */
+export function classifyRequestDeviceError(err: unknown): BluetoothFailure {
+  const name = err instanceof Error ? err.name : '';
+  const message = err instanceof Error ? err.message.toLowerCase() : '';
+  if (message.includes('location')) return 'location-off';
+  if (message.includes('adapter') || message.includes('bluetooth is off') || message.includes('radio'))
+    return 'unavailable';
+  if (name === 'NotFoundError' || name === 'AbortError') return 'cancelled';
+  if (name === 'NotAllowedError' || name === 'SecurityError') return 'permission-denied';
+  return 'connect-failed';
+}
+
 export interface WebBluetoothLink extends PhoneLink {
   /** The chosen device's id (stable per origin) and advertised name. */
   readonly deviceId: string;
@@ -154,12 +188,7 @@ export async function connectGateway(options: { gatewayId?: string } = {}): Prom
       optionalServices: [SERVICE_UUID],
     });
   } catch (err) {
-    const name = err instanceof Error ? err.name : '';
-    if (name === 'NotFoundError' || name === 'AbortError')
-      throw new WebBluetoothError('cancelled', { cause: err });
-    if (name === 'NotAllowedError' || name === 'SecurityError')
-      throw new WebBluetoothError('unavailable', { cause: err });
-    throw new WebBluetoothError('connect-failed', { cause: err });
+    throw new WebBluetoothError(classifyRequestDeviceError(err), { cause: err });
   }
   const gatt = device.gatt;
   if (!gatt) throw new WebBluetoothError('connect-failed');

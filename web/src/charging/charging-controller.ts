@@ -15,13 +15,14 @@ import type { CryptoProvider, SigningKey } from '../../../shared/src/crypto/prov
 import { ErrorCode, ProtocolError } from '../../../shared/src/errors.ts';
 import type { Receipt } from '../../../shared/src/messages/receipt.ts';
 import { SessionMessageType, SessionState, type Status } from '../../../shared/src/session/messages.ts';
+import type { BluetoothFailure } from '../ble/web-bluetooth-link.ts';
 import type { PhoneStore, StoredVoucher } from '../storage/db.ts';
 
 /** Why a tap did not (or no longer) charge; each has a message in both languages. */
 export type TapFailure =
   | {
       readonly kind: 'bluetooth';
-      readonly failure: 'unsupported' | 'unavailable' | 'cancelled' | 'connect-failed';
+      readonly failure: BluetoothFailure;
     }
   | { readonly kind: 'wrong-device' }
   | { readonly kind: 'wrong-station' }
