@@ -16,7 +16,6 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { compressPublicKey, fromHex, ProtocolError, toHex } from '../../shared/src/index.ts';
 import { ConfigError, type GatewayConfig, loadConfig } from './config.ts';
-import { startGateway } from './gateway.ts';
 import { loadOrCreateGatewayKey, loadRootKey, pinRootKey } from './keys.ts';
 import { Ledger } from './ledger/ledger.ts';
 
@@ -88,14 +87,9 @@ async function main(argv: string[]): Promise<number> {
   const ledgerPath = join(config.dataDir, 'ledger.sqlite');
   switch (`${command}${sub && command !== 'install-bundle' ? ` ${sub}` : ''}`) {
     case 'start': {
-      const gateway = await startGateway(config);
-      const shutdown = async (signal: string) => {
-        gateway.logger.info({ signal }, 'shutting down');
-        await gateway.stop();
-        process.exit(0);
-      };
-      process.once('SIGINT', () => void shutdown('SIGINT'));
-      process.once('SIGTERM', () => void shutdown('SIGTERM'));
+      // systemd readiness/watchdog, BLE adapter recovery, signals: service.ts.
+      const { runGatewayService } = await import('./service.ts');
+      await runGatewayService(config);
       return -1; // keep running
     }
     case 'status': {
