@@ -24,9 +24,11 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
 export function toHex(bytes: Uint8Array): string {
   let s = '';
-  for (const b of bytes) s += b.toString(16).padStart(2, '0');
+  for (let i = 0; i < bytes.length; i++) s += HEX_BYTE[bytes[i]!];
   return s;
 }
 
@@ -54,8 +56,9 @@ export function uintBE(value: number | bigint, length: number): Uint8Array {
   return out;
 }
 
+/** Unsigned big-endian bytes to a bigint, through one hex string (one bigint parse, not one op per byte). */
 export function bytesToBigInt(bytes: Uint8Array): bigint {
-  let v = 0n;
-  for (const b of bytes) v = (v << 8n) | BigInt(b);
-  return v;
+  let hex = '0x0';
+  for (let i = 0; i < bytes.length; i++) hex += HEX_BYTE[bytes[i]!];
+  return BigInt(hex);
 }

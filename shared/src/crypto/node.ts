@@ -9,9 +9,9 @@ import {
   createCipheriv,
   createDecipheriv,
   createECDH,
-  createHash,
+  createHmac,
   createPrivateKey,
-  hkdfSync,
+  hash,
   KeyObject,
   randomBytes as nodeRandomBytes,
   sign as nodeSign,
@@ -23,6 +23,33 @@ import { compressPublicKey, normalizeLowS } from './p256.ts';
 import type { CryptoProvider, EcdhKey, SigningKey } from './provider.ts';
 
 const b64url = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url');
+
+/** A plain Uint8Array over a Buffer's bytes, without copying them. */
+const view = (buffer: Buffer) => new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength);
+
+const HASH_LENGTH = 32;
+const HKDF_MAX_LENGTH = 255 * HASH_LENGTH;
+
+/**
+ * HKDF-SHA256 (RFC 5869) on HMAC. `hkdfSync` wraps both `ikm` and `salt` in a new secret
+ * KeyObject on every call, which cost about twice the two HMACs an HKDF of one block needs
+ * (three HKDFs run on every tap).
+ */
+function hkdf(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  if (!Number.isInteger(length) || length < 0 || length > HKDF_MAX_LENGTH)
+    throw new RangeError(`HKDF-SHA256 output length must be 0..${HKDF_MAX_LENGTH}`);
+  // RFC 5869 §2.2: an empty salt is HashLen zero bytes (HMAC pads either to the same key).
+  const prk = createHmac('sha256', salt).update(ikm).digest();
+  const out = new Uint8Array(length);
+  let block: Buffer | undefined;
+  for (let offset = 0, counter = 1; offset < length; offset += HASH_LENGTH, counter++) {
+    const mac = createHmac('sha256', prk);
+    if (block) mac.update(block);
+    block = mac.update(info).update(Uint8Array.of(counter)).digest();
+    out.set(length - offset < HASH_LENGTH ? block.subarray(0, length - offset) : block, offset);
+  }
+  return out;
+}
 
 /** Public keys seen recently (issuer, gateway and device keys repeat); KeyObject creation is costly. */
 const publicKeyCache = new Map<string, KeyObject>();
@@ -94,16 +121,21 @@ export const nodeCrypto: CryptoProvider = {
   name: 'node',
   randomBytes: (length) => new Uint8Array(nodeRandomBytes(length)),
   async sha256(data) {
-    return new Uint8Array(createHash('sha256').update(data).digest());
+    return view(hash('sha256', data, 'buffer'));
   },
   async hkdfSha256(ikm, salt, info, length) {
-    return new Uint8Array(hkdfSync('sha256', ikm, salt, info, length));
+    return hkdf(ikm, salt, info, length);
   },
   async aesGcmSeal(key, nonce, aad, plaintext) {
     const cipher = createCipheriv('aes-256-gcm', key, nonce);
     cipher.setAAD(aad);
-    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-    return new Uint8Array(Buffer.concat([body, cipher.getAuthTag()]));
+    // GCM is a stream mode: update() returns all of the ciphertext and final() nothing.
+    const body = cipher.update(plaintext);
+    cipher.final();
+    const sealed = new Uint8Array(body.length + 16);
+    sealed.set(body);
+    sealed.set(cipher.getAuthTag(), body.length);
+    return sealed;
   },
   async aesGcmOpen(key, nonce, aad, sealed) {
     if (sealed.length < 16) throw new ProtocolError(ErrorCode.DECRYPT_FAILED, 'ciphertext too short');
@@ -111,8 +143,9 @@ export const nodeCrypto: CryptoProvider = {
       const decipher = createDecipheriv('aes-256-gcm', key, nonce);
       decipher.setAAD(aad);
       decipher.setAuthTag(sealed.subarray(sealed.length - 16));
-      const body = Buffer.concat([decipher.update(sealed.subarray(0, sealed.length - 16)), decipher.final()]);
-      return new Uint8Array(body);
+      const body = decipher.update(sealed.subarray(0, sealed.length - 16));
+      decipher.final(); // throws when the tag does not verify
+      return view(body);
     } catch {
       throw new ProtocolError(ErrorCode.DECRYPT_FAILED);
     }

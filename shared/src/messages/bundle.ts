@@ -6,7 +6,7 @@
  * @module
  */
 
-import { equalBytes, utf8 } from '../bytes.ts';
+import { concatBytes, equalBytes, utf8 } from '../bytes.ts';
 import {
   asArray,
   asBytes,
@@ -72,8 +72,10 @@ export interface Bundle {
   readonly body: BundleBody;
 }
 
+const REVOCATION_LABEL = utf8('PilePass revoke');
+
 export async function revocationHash(crypto: CryptoProvider, cti: Uint8Array): Promise<Uint8Array> {
-  const digest = await crypto.sha256(new Uint8Array([...utf8('PilePass revoke'), ...cti]));
+  const digest = await crypto.sha256(concatBytes(REVOCATION_LABEL, cti));
   return digest.subarray(0, REVOCATION_HASH_BYTES);
 }
 
