@@ -23,6 +23,7 @@
  */
 
 import { readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 export const MGMT_OP_SET_POWERED = 0x0005;
@@ -130,10 +131,17 @@ export interface AdapterDeps {
   readonly timeoutMs?: number;
 }
 
+/**
+ * The native HCI socket class from the copy of @stoprocent/bluetooth-hci-socket that bleno
+ * itself loads (it is bleno's dependency, not ours: resolved from bleno's location).
+ */
 async function openNativeSocket(): Promise<ControlSocket> {
-  const { loadDriver } = await import('@stoprocent/bluetooth-hci-socket');
-  const Socket = loadDriver('native');
-  return new Socket() as unknown as ControlSocket;
+  const fromBleno = createRequire(createRequire(import.meta.url).resolve('@stoprocent/bleno'));
+  const hciSocket = fromBleno('@stoprocent/bluetooth-hci-socket') as {
+    loadDriver(kind: 'native'): new () => ControlSocket;
+  };
+  const Socket = hciSocket.loadDriver('native');
+  return new Socket();
 }
 
 /**
