@@ -38,6 +38,12 @@ export default defineConfig({
         // The API is never answered from the app shell.
         navigateFallbackDenylist: [/^\/v1\//],
         cleanupOutdatedCaches: true,
+        // The first install takes the open page at once (it can then reload offline); later
+        // versions wait for the driver's "Reload" (registerType 'prompt'), never mid-charge.
+        clientsClaim: true,
+        // One worker file, no importScripts: the CSP's require-trusted-types-for applies inside
+        // the worker too, where workbox's loader would pass importScripts a plain string.
+        inlineWorkboxRuntime: true,
         runtimeCaching: [
           {
             // Receipts and reports carried home: a POST the page could not finish is queued in
