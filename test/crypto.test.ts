@@ -16,6 +16,7 @@ import {
   ErrorCode,
   fromHex,
   isLowS,
+  isValidPublicKey,
   nobleCrypto,
   normalizeLowS,
   P256_ORDER,
@@ -231,5 +232,44 @@ describe('SEC 1 §2.3.3–2.3.4 point encoding matches @noble/curves', () => {
       const atP = fromHex(`02${'ffffffff00000001000000000000000000000000ffffffffffffffffffffffff'}`);
       expect(() => decompressPublicKey(atP)).toThrow();
     });
+  });
+
+  it('checks a compressed point without decoding it (Jacobi symbol on limbs) exactly as noble decodes it', async () => {
+    const { p256 } = await import('@noble/curves/nist.js');
+    const p = p256.Point.Fp.ORDER;
+    const check = (bytes: Uint8Array) => {
+      let noble: boolean;
+      try {
+        p256.Point.fromBytes(bytes).assertValidity();
+        noble = true;
+      } catch {
+        noble = false;
+      }
+      expect(isValidPublicKey(bytes)).toBe(noble);
+      if (noble) expect(compressPublicKey(bytes)).toEqual(bytes);
+      else
+        expect(() => compressPublicKey(bytes)).toThrow(
+          expect.objectContaining({ code: ErrorCode.MALFORMED }),
+        );
+    };
+    const withX = (prefix: number, x: bigint) =>
+      fromHex(prefix.toString(16).padStart(2, '0') + x.toString(16).padStart(64, '0'));
+    // Random x with either prefix: about half are on the curve.
+    fc.assert(
+      fc.property(fc.constantFrom(0x02, 0x03), fc.uint8Array({ minLength: 32, maxLength: 32 }), (prefix, x) =>
+        check(new Uint8Array([prefix, ...x])),
+      ),
+      { numRuns: 2_000 },
+    );
+    // Points of the group (small multiples of G: x with long runs of zero and one bits are rare
+    // in random input), and edge values of x: 0, 1, p - 1, p, p + 1, 2^256 - 1, and the largest
+    // x below p that is on the curve.
+    for (let k = 1n; k <= 64n; k++) check(p256.Point.BASE.multiply(k).toBytes(true));
+    for (const x of [0n, 1n, 2n, 3n, p - 3n, p - 2n, p - 1n, p, p + 1n, (1n << 256n) - 1n])
+      for (const prefix of [0x02, 0x03]) check(withX(prefix, x));
+    let x = p - 1n;
+    while (!isValidPublicKey(withX(0x02, x))) x--;
+    check(withX(0x02, x));
+    check(withX(0x03, x));
   });
 });
