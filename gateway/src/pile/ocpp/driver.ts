@@ -373,6 +373,8 @@ class OcppChargePointDriver implements OcppPileDriver {
       resolveStarted = resolve;
       rejectStarted = reject;
     });
+    // It may fail (link lost) while start() still awaits the RemoteStart answer: not unhandled.
+    started.catch(() => {});
     const settle = () => {
       settled = true;
       clearTimeout(timer);
