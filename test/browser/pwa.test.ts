@@ -2,17 +2,21 @@
  * The production PWA in real Chromium: built with the repo's vite.config.ts, served from
  * 127.0.0.1, opened in a persistent context (installability checks are only clean there).
  * Asserts the app renders, the service worker registers, Chromium reports no installability
- * errors, the CSP stops an injected inline script, and the no-Web-Bluetooth message shows.
+ * errors, the CSP stops an injected inline script, the no-Web-Bluetooth message shows, axe-core
+ * finds no accessibility violation on any screen in either language, and the app starts from
+ * the service worker with its server gone.
  */
 
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CHROMIUM_ARGS, CHROMIUM_PATH, type StaticServer, serveStatic } from '../support/chromium.ts';
+import { type PwaServer, startPwaServer } from '../../scripts/station/pwa-server.ts';
+import { CHROMIUM_ARGS, CHROMIUM_PATH } from '../support/chromium.ts';
 
 const CONFIG = fileURLToPath(new URL('../../vite.config.ts', import.meta.url));
 
@@ -31,7 +35,7 @@ declare global {
 describe('driver PWA (production build) in Chromium', () => {
   let tempDir: string | undefined;
   let outDir: string;
-  let server: StaticServer | undefined;
+  let server: PwaServer | undefined;
   let context: BrowserContext | undefined;
   let page: Page;
   const pageErrors: string[] = [];
@@ -41,7 +45,8 @@ describe('driver PWA (production build) in Chromium', () => {
     tempDir = await mkdtemp(join(tmpdir(), 'pilepass-pwa-'));
     outDir = join(tempDir, 'dist');
     await build({ configFile: CONFIG, logLevel: 'warn', build: { outDir, emptyOutDir: true } });
-    server = await serveStatic(outDir);
+    // The production headers (CSP included) and a cloud that is not there: the app copes.
+    server = await startPwaServer({ root: outDir, cloudUrl: 'http://127.0.0.1:9' });
     context = await chromium.launchPersistentContext(join(tempDir, 'profile'), {
       executablePath: CHROMIUM_PATH,
       headless: true,
@@ -106,9 +111,10 @@ describe('driver PWA (production build) in Chromium', () => {
     await cdp.detach();
 
     // Control: a page with no manifest does report errors, so the empty list above means something.
-    // (Another origin: on this one the service worker answers every navigation with the app.)
+    // (Another origin, and an image: on this one the service worker — and the server — answer
+    // every app route with the app.)
     const bare = await context!.newPage();
-    await bare.goto(`${server!.url.replace('127.0.0.1', 'localhost')}no-such-page`);
+    await bare.goto(`${server!.url.replace('127.0.0.1', 'localhost')}icons/icon-192.png`);
     const bareCdp = await context!.newCDPSession(bare);
     const { installabilityErrors } = await bareCdp.send('Page.getInstallabilityErrors');
     expect(installabilityErrors.map((e) => e.errorId)).toContain('no-manifest');
@@ -147,12 +153,53 @@ describe('driver PWA (production build) in Chromium', () => {
     });
     await second.goto(server!.url);
     await second.getByTestId('language').selectOption('zh-CN');
-    await expect(second.getByTestId('tap').textContent()).resolves.toContain('点击开始充电');
-    await second.getByTestId('tap').click();
-    const message = await second.getByTestId('error').textContent();
+    await expect(second.getByTestId('tab-charge').textContent()).resolves.toContain('充电');
+    const message = await second.getByTestId('no-bluetooth').textContent();
     expect(message).toContain('Web Bluetooth');
     expect(message).toContain('Bluefy');
     expect(await second.evaluate(() => localStorage.getItem('pilepass.lang'))).toBe('zh-CN');
     await second.close();
+  });
+
+  it.each(['en', 'zh-CN'])(
+    'has no accessibility violations on any screen (axe-core, %s)',
+    async (language) => {
+      const axeSource = await readFile(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+      const third = await context!.newPage();
+      await third.goto(server!.url);
+      await third.getByTestId('language').selectOption(language);
+      // The page's CSP forbids inline script, so axe goes in through the devtools protocol.
+      const cdp = await context!.newCDPSession(third);
+      await cdp.send('Runtime.evaluate', { expression: axeSource });
+      for (const tab of ['charge', 'stations', 'vouchers', 'wallet', 'receipts']) {
+        await third.getByTestId(`tab-${tab}`).click();
+        const { result } = await cdp.send('Runtime.evaluate', {
+          expression:
+            'axe.run(document).then((r) => JSON.stringify({ passes: r.passes.length, violations: r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(" ")) })) }))',
+          awaitPromise: true,
+        });
+        const report = JSON.parse(result.value as string) as { passes: number; violations: unknown[] };
+        expect(report.passes).toBeGreaterThan(5); // axe really checked this screen
+        expect({ tab, violations: report.violations }).toEqual({ tab, violations: [] });
+      }
+      await cdp.detach();
+      await third.close();
+    },
+  );
+
+  it('starts offline from the service worker with the PWA server gone', async () => {
+    const offline = await context!.newPage();
+    await offline.goto(server!.url);
+    await offline.evaluate(() => navigator.serviceWorker.ready.then(() => undefined));
+    if (!(await offline.evaluate(() => navigator.serviceWorker.controller !== null))) await offline.reload();
+    await server!.close();
+    server = undefined;
+    await offline.reload();
+    await expect(offline.getByTestId('app-title').textContent()).resolves.toBe('PilePass');
+    await offline
+      .getByTestId('online')
+      .filter({ hasText: /Offline|离线/ })
+      .waitFor();
+    await offline.close();
   });
 });
