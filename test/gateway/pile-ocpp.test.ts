@@ -29,8 +29,15 @@ import { OcppPileError, type OcppPileErrorCode } from '../../gateway/src/pile/oc
 import { energyToWh, powerToW, readMeterValues } from '../../gateway/src/pile/ocpp/meter-values.ts';
 import { isFault, isUnavailable, pluggedOf } from '../../gateway/src/pile/ocpp/status.ts';
 import { nodeCrypto } from '../../shared/src/crypto/node.ts';
-import { PhoneSession, SessionState, StopReason, toHex, verifyReceipt } from '../../shared/src/index.ts';
-import { buildWorld, derivedScalar, issueTestVoucher, T0 } from '../support/world.ts';
+import {
+  PhoneSession,
+  parseReceipt,
+  SessionState,
+  StopReason,
+  toHex,
+  verifyReceipt,
+} from '../../shared/src/index.ts';
+import { buildWorld, derivedScalar, issueTestVoucher, T0, type World } from '../support/world.ts';
 import {
   initialRegister,
   ScriptedChargePoint,
@@ -374,7 +381,7 @@ describe('OCPP driver: a session', () => {
     await online(driver, cp);
     cp.deliver(1, 42); // the pile's register moved; no MeterValues sent by itself
     expect((await driver.read(1)).meterWh).toBe(initialRegister(1) + 42);
-    cp.behaviour.trigger = 'not-implemented';
+    cp.behaviour.triggers.clear();
     // No transaction: the register cannot have moved, the last value stands.
     expect((await driver.read(1)).meterWh).toBe(initialRegister(1) + 42);
     await startSession(driver, cp);
@@ -383,9 +390,8 @@ describe('OCPP driver: a session', () => {
 
   it('no meter value at all: read() rejects rather than invent a register', async () => {
     const { driver, cp } = await setup();
+    cp.behaviour.triggers.delete('MeterValues');
     await cp.connect();
-    await cp.waitSent('StatusNotification');
-    cp.behaviour.trigger = 'not-implemented';
     const error = await expectCode(driver.read(1), 'no-meter-value');
     expect(error.message).toContain('connector 1');
   });
@@ -696,9 +702,11 @@ describe('OCPP config section', () => {
   });
 });
 
-describe('OCPP driver under the gateway: a paid session end to end', () => {
-  it('an authorized phone session starts the OCPP transaction, meters it and stops it at the hold', async () => {
-    const seed = 'gateway-tests';
+describe('OCPP driver under the gateway: paid sessions end to end', () => {
+  const seed = 'gateway-tests';
+
+  /** A data dir with the test world's gateway key and root key, removed after the test. */
+  async function station() {
     const world = await buildWorld(nodeCrypto, seed);
     const dataDir = mkdtempSync(join(tmpdir(), 'pilepass-ocpp-'));
     cleanups.push(async () => rmSync(dataDir, { recursive: true, force: true }));
@@ -708,6 +716,11 @@ describe('OCPP driver under the gateway: a paid session end to end', () => {
       { mode: 0o600 },
     );
     pinRootKey(dataDir, { kid: world.root.kid, publicKey: world.root.key.publicKey });
+    return { world, dataDir };
+  }
+
+  /** The gateway with `pile: "ocpp"` from its config, the in-process BLE transport. */
+  async function gatewayWithOcpp(world: World, dataDir: string, ocpp: Record<string, unknown>) {
     const config = parseConfig({
       gatewayId: world.gateway.id,
       dataDir,
@@ -715,21 +728,18 @@ describe('OCPP driver under the gateway: a paid session end to end', () => {
       pile: 'ocpp',
       connectors: [1],
       logLevel: 'silent',
-      ocpp: { host: '127.0.0.1', port: 0, chargePointId: 'CP-E2E', startupWaitSeconds: 0 },
+      ocpp: { host: '127.0.0.1', port: 0, chargePointId: 'CP-E2E', startupWaitSeconds: 0, ...ocpp },
     });
     const transport = new InProcessTransport();
     const gateway = await startGateway(config, { transport, systemNow: () => T0 + 60 });
     cleanups.push(() => gateway.stop());
-    await gateway.sync.installBundle(world.bundle.bytes);
-    const driver = gateway.pile as OcppPileDriver;
+    if (gateway.sync.bundleVersion === undefined) await gateway.sync.installBundle(world.bundle.bytes);
+    return { gateway, transport, driver: gateway.pile as OcppPileDriver };
+  }
 
-    const cp = new ScriptedChargePoint({ url: driver.url, meterSerialNumber: METER_SERIAL });
-    cleanups.push(() => cp.disconnect());
-    cp.behaviour.signedData = (_c, wh) => OCMF(wh);
-    await cp.connect();
-    await cp.status(1, 'Preparing');
-
-    const { voucher, deviceKey } = await issueTestVoucher(world, { hold: { amount: 500, currency: 'CNY' } });
+  /** A phone presents a fresh voucher at connector 1 and waits until it is charging. */
+  async function chargeWithPhone(world: World, transport: InProcessTransport, hold: number) {
+    const { voucher, deviceKey } = await issueTestVoucher(world, { hold: { amount: hold, currency: 'CNY' } });
     const session = new PhoneSession({
       crypto: nodeCrypto,
       link: transport.connect({ mtu: 185 }),
@@ -742,6 +752,19 @@ describe('OCPP driver under the gateway: a paid session end to end', () => {
     );
     await session.present(1);
     await charging;
+    return { session, cti: voucher.claims.cti };
+  }
+
+  it('an authorized phone session starts the OCPP transaction, meters it and stops it at the hold', async () => {
+    const { world, dataDir } = await station();
+    const { gateway, transport, driver } = await gatewayWithOcpp(world, dataDir, {});
+    const cp = new ScriptedChargePoint({ url: driver.url, meterSerialNumber: METER_SERIAL });
+    cleanups.push(() => cp.disconnect());
+    cp.behaviour.signedData = (_c, wh) => OCMF(wh);
+    await cp.connect();
+    await cp.status(1, 'Preparing');
+
+    const { session } = await chargeWithPhone(world, transport, 500);
     const transactionId = (await cp.waitSent('StartTransaction')).result.transactionId as number;
 
     const receipt = session.next((e) => e.kind === 'receipt', 10_000);
@@ -769,6 +792,42 @@ describe('OCPP driver under the gateway: a paid session end to end', () => {
     expect(body.chargedAmount).toBeLessThanOrEqual(500);
     expect(body.signedMeterData).toEqual(bytes(OCMF(meterStop)));
     expect(gateway.ledger.openSessions()).toHaveLength(0);
+    expect(cp.errors).toEqual([]);
+  });
+
+  it('a gateway restart mid-session stops the transaction on shutdown and settles it on the register at start-up', async () => {
+    const { world, dataDir } = await station();
+    const port = await freePort();
+    const first = await gatewayWithOcpp(world, dataDir, { port });
+    const cp = new ScriptedChargePoint({ url: first.driver.url, meterSerialNumber: METER_SERIAL });
+    cleanups.push(() => cp.disconnect());
+    await cp.connect();
+    await cp.status(1, 'Preparing');
+    const { cti } = await chargeWithPhone(world, first.transport, 5_000);
+    cp.deliver(1, 900);
+    await cp.meterValues(1);
+
+    await first.gateway.stop(); // closing the driver stops the transaction first
+    const stopped = await cp.waitSent('StopTransaction');
+    expect(stopped.params).toMatchObject({ meterStop: initialRegister(1) + 900, reason: 'Remote' });
+
+    const restarting = gatewayWithOcpp(world, dataDir, { port, startupWaitSeconds: 5 });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await cp.connect({ boot: false });
+        break;
+      } catch (err) {
+        if (attempt > 100) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 20)); // until the new endpoint listens
+      }
+    }
+    const second = await restarting;
+    expect(second.gateway.ledger.openSessions()).toHaveLength(0);
+    const record = second.gateway.ledger.sessionByCti(cti);
+    if (!record?.receipt) throw new Error('no receipt stored');
+    const receipt = parseReceipt(record.receipt);
+    expect(receipt.body.stopReason).toBe(StopReason.GATEWAY_RESTART);
+    expect(receipt.body.energyWh).toBe(900);
     expect(cp.errors).toEqual([]);
   });
 });

@@ -47,7 +47,8 @@ export interface ScriptedChargePointOptions {
 export interface Behaviour {
   remoteStart: 'accept' | 'reject' | 'accept-but-never-start';
   remoteStop: 'accept' | 'reject' | 'accept-but-never-stop';
-  trigger: 'accept' | 'not-implemented';
+  /** Messages TriggerMessage is honoured for; anything else is answered NotImplemented. */
+  triggers: Set<string>;
   /** Signed meter data attached to MeterValues and StopTransaction (format SignedData). */
   signedData: ((connector: number, meterWh: number) => string) | undefined;
 }
@@ -76,10 +77,12 @@ export class ScriptedChargePoint extends EventEmitter {
   readonly sent: SentCall[] = [];
   /** Failures of scripted reactions (a test asserts this stays empty). */
   readonly errors: unknown[] = [];
+  /** Reactions cut off because the link dropped under them (normal when a test drops it). */
+  interrupted = 0;
   readonly behaviour: Behaviour = {
     remoteStart: 'accept',
     remoteStop: 'accept',
-    trigger: 'accept',
+    triggers: new Set(['BootNotification', 'Heartbeat', 'StatusNotification', 'MeterValues']),
     signedData: undefined,
   };
   readonly #options: ScriptedChargePointOptions;
@@ -328,7 +331,10 @@ export class ScriptedChargePoint extends EventEmitter {
   /** Runs a reaction after the current answer is sent, recording failures. */
   #later(reaction: () => Promise<unknown>): void {
     setImmediate(() => {
-      reaction().catch((err: unknown) => this.errors.push(err));
+      reaction().catch((err: unknown) => {
+        if ((err as Error).name === 'AbortError') this.interrupted++;
+        else this.errors.push(err);
+      });
     });
   }
 
@@ -355,7 +361,7 @@ export class ScriptedChargePoint extends EventEmitter {
     });
     client.handle('TriggerMessage', async ({ params }) => {
       const p = record('TriggerMessage', params) as { requestedMessage: string; connectorId?: number };
-      if (this.behaviour.trigger === 'not-implemented') return { status: 'NotImplemented' };
+      if (!this.behaviour.triggers.has(p.requestedMessage)) return { status: 'NotImplemented' };
       const targets = p.connectorId === undefined ? [...this.connectors.keys()] : [p.connectorId];
       this.#later(async () => {
         if (p.requestedMessage === 'BootNotification') await this.boot();

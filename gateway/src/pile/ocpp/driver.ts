@@ -705,7 +705,14 @@ class OcppChargePointDriver implements OcppPileDriver {
     );
     for (const s of this.#states.values()) {
       if (this.#link !== link) return;
-      if (!s.tx && s.reported && energyMayFlow(s.reported.status)) await this.#discoverTransaction(link, s);
+      if (!s.tx && s.reported && energyMayFlow(s.reported.status)) {
+        await this.#discoverTransaction(link, s);
+      } else if (s.meterWh === undefined) {
+        // Readings (and so the gateway's view of this connector) need a register.
+        await this.#refreshMeter(link, s).catch((err: unknown) =>
+          this.#log.warn({ connector: s.connector, err: String(err) }, 'no meter register from the pile yet'),
+        );
+      }
     }
   }
 
