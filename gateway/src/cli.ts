@@ -40,6 +40,7 @@ Options (override the config file):
   --ble hci|hci:N|uart:TTY   BLE controller (default hci)
   --ble socket:PATH          local socket instead of BLE (crash and soak tests)
   --pile sim|sim:SOCKET      pile driver (default sim, socket in the data dir)
+  --pile ocpp                OCPP 1.6J charge point (needs an "ocpp" section in the config file)
   --connectors 1,2           connector ids
     --cloud URL                sync with this cloud when online (start)
   --log-level LEVEL          fatal|error|warn|info|debug|trace|silent
