@@ -8,7 +8,9 @@
  *   on the very object the app holds. So `startNotifications()` is wrapped: once it resolves,
  *   the hook keeps one `readValue()` pending on that characteristic (re-issued after each
  *   answer) until `stopNotifications()` or the link ends; the bridge answers these held reads
- *   with the peripheral's notifications.
+ *   with the peripheral's notifications. Before the bridge ends a link it calls
+ *   `releaseHoldsScript(name)`: the loops stop re-issuing reads on that device (a read still
+ *   pending in Chromium's emulation would swallow the disconnection).
  * - Page-initiated disconnects: `BluetoothRemoteGATTServer.prototype.disconnect` sends no CDP
  *   event, so the hook reports it through a Playwright binding; the bridge then disconnects the
  *   real link too (the gateway sees the phone leave, as over the air).
@@ -42,10 +44,23 @@ export function parseBridgePageMessage(payload: unknown): BridgePageMessage | un
   return undefined;
 }
 
+/** Page expression that stops holding reads on the characteristics of devices named `name` (null: all). */
+export function releaseHoldsScript(name: string | null): string {
+  const global = `window[${JSON.stringify(BRIDGE_PAGE_GLOBAL)}]`;
+  return `${global} && ${global}.release && ${global}.release(${JSON.stringify(name)})`;
+}
+
 /** The init script (for `page.addInitScript({ content })` and, once, `page.evaluate`). */
 export const BRIDGE_PAGE_SCRIPT = `(() => {
   if (window[${JSON.stringify(BRIDGE_PAGE_GLOBAL)}]) return;
   const state = { holding: new Set(), held: 0 };
+  // Stops holding reads on a device's characteristics (before the bridge ends its link).
+  state.release = (name) => {
+    for (const c of state.holding) {
+      const device = c.service && c.service.device;
+      if (!device || device.name === name || name === null) state.holding.delete(c);
+    }
+  };
   Object.defineProperty(window, ${JSON.stringify(BRIDGE_PAGE_GLOBAL)}, { value: state });
   const Characteristic = window.BluetoothRemoteGATTCharacteristic;
   const Server = window.BluetoothRemoteGATTServer;

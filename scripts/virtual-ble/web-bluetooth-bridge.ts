@@ -50,6 +50,7 @@ import {
   BRIDGE_PAGE_SCRIPT,
   type BridgePageMessage,
   parseBridgePageMessage,
+  releaseHoldsScript,
 } from './bridge-page-hooks.ts';
 
 /** pino-compatible logger (only these methods are used). */
@@ -60,7 +61,7 @@ export interface BridgeLogger {
 }
 
 export interface WebBluetoothBridgeOptions {
-  /** For the browser CDP session (BluetoothEmulation); or pass `browserSession`. */
+  /** For the browser CDP session (BluetoothEmulation); default `context.browser()`. */
   readonly browser?: Browser;
   /** A browser-level CDP session, when there is no Browser object (e.g. a persistent context). */
   readonly browserSession?: CDPSession;
@@ -200,6 +201,8 @@ const CCCD_UUID = '00002902-0000-1000-8000-00805f9b34fb';
 const PROMPT_SETTLE_MS = 150;
 /** Disconnecting takes milliseconds; a peer that vanished never answers (btvirt has no timeout). */
 const DISCONNECT_TIMEOUT_MS = 3_000;
+/** How long a peripheral's disconnect waits for queued notifications to reach the page. */
+const DRAIN_BEFORE_DISCONNECT_MS = 500;
 /** Notifications kept per characteristic while no held read is pending. */
 const MAX_QUEUED_NOTIFICATIONS = 1_024;
 const NO_LOGGER: BridgeLogger = { debug() {}, info() {}, warn() {} };
@@ -214,6 +217,8 @@ interface CharacteristicState {
   readonly noble: Characteristic;
   readonly properties: readonly string[];
   subscribed: boolean;
+  /** Its link is ending: reads are answered with an error. */
+  closing: boolean;
   /** A held read (notifications on) waits for a value. */
   holdPending: boolean;
   readonly queue: Buffer[];
@@ -269,7 +274,8 @@ export async function startWebBluetoothBridge(
   const { page, context } = options;
   let mtu: BridgeMtu = options.mtu ?? 256;
   if (mtu !== 23 && mtu !== 256) throw new RangeError(`mtu must be 23 or 256, got ${String(mtu)}`);
-  if (!options.browser && !options.browserSession) throw new TypeError('pass browser or browserSession');
+  const browser = options.browser ?? context.browser() ?? undefined;
+  if (!browser && !options.browserSession) throw new TypeError('pass browser or browserSession');
 
   const devices = new Map<string, DeviceState>();
   const characteristics = new Map<string, CharacteristicState>();
@@ -564,8 +570,11 @@ export async function startWebBluetoothBridge(
   };
 
   /**
-   * Ends a link once, whoever ended it. `peripheral`/`bridge`: the page is told (held reads
-   * answered first, then simulateGATTDisconnection); `page`/`navigation`: it already knows.
+   * Ends a link once, whoever ended it. Unless the page is gone (`navigation`), Chromium's
+   * emulated device is disconnected too: queued notifications delivered (peripheral), the
+   * page hook's held reads stopped and answered with an error (a pending read would swallow
+   * the disconnection), then simulateGATTDisconnection, and the device offered again (a
+   * disconnected emulated device is no longer listed in the chooser).
    */
   const endLink = async (link: Link, by: 'peripheral' | 'bridge' | 'page' | 'navigation') => {
     if (link.down) return;
@@ -577,14 +586,32 @@ export async function startWebBluetoothBridge(
     // keeps its mirrored table): the next connect() would reach neither a connection nor a
     // discovery operation. So the emulation is disconnected in that case too.
     const tellPage = link.pageConnected && link.generation === generation && by !== 'navigation';
+    if (tellPage && by === 'peripheral') {
+      // Over the air, notifications sent before the disconnect arrive before it (a gateway
+      // notifies a rejection, then drops the link): let the held reads take what is queued.
+      const deadline = performance.now() + DRAIN_BEFORE_DISCONNECT_MS;
+      const queued = () => [...link.characteristics.values()].some((c) => c.subscribed && c.queue.length > 0);
+      while (queued() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    }
     link.pageConnected = false;
-    if (tellPage) for (const c of link.characteristics.values()) releaseHold(c);
-    forgetMirror(link);
     if (tellPage) {
+      // Reads arriving from now on are answered with an error at once.
+      for (const c of link.characteristics.values()) c.closing = true;
+      await withTimeout(
+        page.evaluate(releaseHoldsScript(device?.info.name ?? null)),
+        cdpMs,
+        'release holds',
+      ).catch((err: Error) =>
+        log.debug({ err: err.message }, 'web-bluetooth bridge: releasing held reads failed'),
+      );
+      for (const c of link.characteristics.values()) releaseHold(c);
       await browserSend('BluetoothEmulation.simulateGATTDisconnection', { address: link.address }).catch(
         (err: Error) =>
           log.warn({ address: link.address, err: err.message }, 'web-bluetooth bridge: disconnect failed'),
       );
+    }
+    forgetMirror(link);
+    if (tellPage) {
       if (device) {
         device.offeredIn = -1;
         await offer(device).catch((err: Error) =>
@@ -720,6 +747,7 @@ export async function startWebBluetoothBridge(
             noble: characteristic,
             properties,
             subscribed: false,
+            closing: false,
             holdPending: false,
             queue: [],
             onData: undefined,
@@ -815,6 +843,10 @@ export async function startWebBluetoothBridge(
     try {
       switch (event.type) {
         case 'read': {
+          if (c.closing) {
+            await respondCharacteristic(c.id, 'read', ATT_UNLIKELY_ERROR);
+            return;
+          }
           if (c.subscribed) {
             // The page hook's held read: answered by the next notification.
             const queued = c.queue.shift();
@@ -959,7 +991,7 @@ export async function startWebBluetoothBridge(
         cause: err,
       });
     });
-    browserSession = options.browserSession ?? (await (options.browser as Browser).newBrowserCDPSession());
+    browserSession = options.browserSession ?? (await (browser as Browser).newBrowserCDPSession());
     pageSession = await context.newCDPSession(page);
 
     const bs = browserSession;

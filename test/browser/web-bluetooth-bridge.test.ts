@@ -28,7 +28,7 @@ import {
   startWebBluetoothBridge,
   type WebBluetoothBridge,
 } from '../../scripts/virtual-ble/web-bluetooth-bridge.ts';
-import { SessionState, StopReason, toHex } from '../../shared/src/index.ts';
+import { ErrorCode, SessionState, StopReason, toHex } from '../../shared/src/index.ts';
 import { launchChromium, type StaticServer, serveStatic } from '../support/chromium.ts';
 import { type Station, startStation } from '../support/station.ts';
 import type { PhoneLogEntry, TapPlan } from './web-bluetooth-bridge-page.ts';
@@ -98,6 +98,7 @@ async function waitForLog(
   what: string,
   from = 0,
   timeoutMs = 15_000,
+  failuresExpected = false,
 ): Promise<PhoneLogEntry> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -107,7 +108,8 @@ async function waitForLog(
     const failure = log
       .slice(from)
       .find((e) => e.kind === 'failure' || e.kind === 'rejected' || e.kind === 'error');
-    if (failure && !match(failure)) throw new Error(`${what}: the phone failed: ${JSON.stringify(failure)}`);
+    if (failure && !failuresExpected && !match(failure))
+      throw new Error(`${what}: the phone failed: ${JSON.stringify(failure)}`);
     if (Date.now() > deadline)
       throw new Error(`${what}: not seen within ${timeoutMs} ms; log: ${JSON.stringify(log)}`);
     await new Promise((r) => setTimeout(r, 25));
@@ -275,6 +277,32 @@ describe('Web Bluetooth bridge: Chromium ⇄ CDP ⇄ noble ⇄ btvirt ⇄ the re
       await waitForLog(phone.page, (e) => e.kind === 'receipt', 'receipt after the reload', from);
       phone.page.evaluate(() => window.bridgePhone.disconnect());
       await phone.bridge.waitFor((e) => e.type === 'disconnected' && e.by === 'page');
+      expect(phone.bridge.links()).toEqual([]);
+    });
+
+    it('a gateway-side disconnect reaches the page after the rejection sent before it (expired voucher)', async () => {
+      const now = Math.floor(Date.now() / 1000);
+      const expired = await station.issueVoucher({
+        connector: 1,
+        issuedAt: now - 3 * 86_400,
+        notBefore: now - 3 * 86_400,
+        expiresAt: now - 2 * 86_400,
+      });
+      const { armed } = await plan(1, expired);
+      const gone = phone.bridge.waitFor((e) => e.type === 'disconnected');
+      const from = await tap(phone.page, armed);
+      const rejected = await waitForLog(phone.page, (e) => e.kind === 'rejected', 'rejection', from);
+      expect(rejected.code).toBe(ErrorCode.VOUCHER_EXPIRED);
+      await waitForLog(
+        phone.page,
+        (e) => e.kind === 'disconnected',
+        'disconnected at the page',
+        from,
+        5_000,
+        true,
+      );
+      expect(await gone).toMatchObject({ type: 'disconnected', by: 'peripheral' });
+      expect(await phone.page.evaluate(() => window.bridgePhone.connected())).toBe(false);
       expect(phone.bridge.links()).toEqual([]);
     });
 
