@@ -35,8 +35,10 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   closeSync,
+  copyFileSync,
   fdatasyncSync,
   fsyncSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -102,6 +104,14 @@ const CLI_TS = join(ROOT, 'cloud/src/cli.ts');
 const CLUSTER_SCRIPT = join(ROOT, 'scripts/postgres-cluster.sh');
 const TSX = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
 const PROFILE = !process.argv.includes('--no-profile');
+const argValue = (name: string) =>
+  process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3) || undefined;
+/** `--only=sqlite` or `--only=postgres`: one backend, printed but not written (for development). */
+const ONLY = argValue('only') as Backend | undefined;
+if (ONLY !== undefined && ONLY !== 'sqlite' && ONLY !== 'postgres')
+  throw new Error(`--only=${ONLY}: expected sqlite or postgres`);
+/** `--keep-profiles=<dir>`: copy each raw .cpuprofile there (as <backend>-<operation>.cpuprofile). */
+const KEEP_PROFILES = argValue('keep-profiles');
 
 const started = performance.now();
 const machine = machineInfo();
@@ -849,6 +859,7 @@ const shortUrl = (url: string) =>
 async function profileRun(
   world: CloudWorld,
   cluster: Cluster | undefined,
+  name: string,
   load: (run: Running) => Promise<PhaseResult>,
 ): Promise<ProfileSummary & { perSec: number }> {
   const dir = tempDir('pilepass-bench-prof-');
@@ -864,6 +875,10 @@ async function profileRun(
   const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
   const file = files.sort((a, b) => statSync(join(dir, b)).size - statSync(join(dir, a)).size)[0];
   if (!file) throw new Error('the profiled cloud process wrote no .cpuprofile');
+  if (KEEP_PROFILES) {
+    mkdirSync(KEEP_PROFILES, { recursive: true });
+    copyFileSync(join(dir, file), join(KEEP_PROFILES, `${name}.cpuprofile`));
+  }
   const summary = summarizeCpuProfile(readCpuProfile(join(dir, file)), {
     window: { startUs, endUs },
     categorize,
@@ -947,11 +962,11 @@ async function runBackend(backend: Backend) {
     if (PROFILE) {
       log(`${backend}: CPU profiles (8 clients)`);
       const issueQueues = await issueItems(drivers, lanes, ISSUE_REQUESTS.profile, 8, 'prof');
-      const issueProfile = await profileRun(world, cluster, (r) =>
+      const issueProfile = await profileRun(world, cluster, `${backend}-issue`, (r) =>
         issuePhase(r, issueQueues, pool, PROFILE_MAX_MS),
       );
       const settleQueues = await settlementItems(pool, lanes, SETTLE_REQUESTS.profile, 8);
-      const settleProfile = await profileRun(world, cluster, (r) =>
+      const settleProfile = await profileRun(world, cluster, `${backend}-settle`, (r) =>
         settlePhase(r, settleQueues, PROFILE_MAX_MS),
       );
       profile = { issue: issueProfile, settle: settleProfile };
@@ -964,11 +979,55 @@ async function runBackend(backend: Backend) {
   }
 }
 
+/** The rows of the throughput table for one backend. */
+function throughputRows(backend: Backend, result: Awaited<ReturnType<typeof runBackend>>) {
+  const rows = [];
+  for (const op of ['issue', 'settle'] as const) {
+    for (const clients of CONCURRENCY) {
+      const r = result[op][`c${clients}`]!;
+      rows.push({
+        backend,
+        operation: op === 'issue' ? 'issue voucher' : 'settle receipt',
+        clients,
+        'req/s': r.perSec,
+        'p50 ms': r.latency.p50Ms,
+        'p99 ms': r.latency.p99Ms,
+        requests: r.requests,
+        errors: r.errors,
+        'cloud cores': r.cores.cloud,
+        'pg cores': backend === 'postgres' ? r.cores.postgres : undefined,
+        'cloud CPU ms/req': r.perSec ? round2((r.cores.cloud * 1_000) / r.perSec) : undefined,
+      });
+    }
+  }
+  return rows;
+}
+
+/** A partial run's output: the table, the in-process breakdown and the profile's categories. */
+function printOne(backend: Backend, result: Awaited<ReturnType<typeof runBackend>>): void {
+  printTable(throughputRows(backend, result), { title: `${backend} (load ${round2(loadavg()[0]!)})` });
+  console.log(JSON.stringify(result.perRequest));
+  const profiles = result.profile as Profiles | undefined;
+  for (const op of ['issue', 'settle'] as const) {
+    const p = profiles?.[op];
+    if (!p) continue;
+    console.log(`profile ${op} (${p.perSec}/s, busy ${p.busyPct}%):`);
+    for (const c of p.categories.slice(0, 12)) console.log(`  ${String(c.pct).padStart(5)}%  ${c.name}`);
+    for (const f of p.topSelf.slice(0, 12)) console.log(`  self ${String(f.pct).padStart(5)}%  ${f.name}`);
+  }
+}
+
 // ---- run -----------------------------------------------------------------------------------------
 
 const disk = diskSyncLatency();
 const results: Partial<Record<Backend, Awaited<ReturnType<typeof runBackend>>>> = {};
-for (const backend of ['sqlite', 'postgres'] as const) results[backend] = await runBackend(backend);
+for (const backend of ['sqlite', 'postgres'] as const)
+  if (ONLY === undefined || ONLY === backend) results[backend] = await runBackend(backend);
+if (ONLY !== undefined) {
+  printOne(ONLY, results[ONLY]!);
+  console.log(`partial run (--only=${ONLY}): no result file written`);
+  process.exit(0);
+}
 const sqlite = results.sqlite!;
 const postgres = results.postgres!;
 
@@ -1124,26 +1183,7 @@ const output = {
 console.log(
   `PilePass cloud benchmark — node ${machine.node}, ${machine.cpus} × ${machine.cpuModel}, load ${machine.loadAvg1m}, ${machine.date}\n`,
 );
-const rows = [];
-for (const backend of ['sqlite', 'postgres'] as const) {
-  for (const op of ['issue', 'settle'] as const) {
-    for (const clients of CONCURRENCY) {
-      const r = results[backend]![op][`c${clients}`]!;
-      rows.push({
-        backend,
-        operation: op === 'issue' ? 'issue voucher' : 'settle receipt',
-        clients,
-        'req/s': r.perSec,
-        'p50 ms': r.latency.p50Ms,
-        'p99 ms': r.latency.p99Ms,
-        requests: r.requests,
-        errors: r.errors,
-        'cloud cores': r.cores.cloud,
-        'pg cores': backend === 'postgres' ? r.cores.postgres : undefined,
-      });
-    }
-  }
-}
+const rows = [...throughputRows('sqlite', sqlite), ...throughputRows('postgres', postgres)];
 printTable(rows, {
   title: `Throughput and latency (closed loop over loopback HTTP; SQLite WAL+synchronous=FULL, PostgreSQL fsync=on; ${machine.cpus} cores)`,
 });
