@@ -9,6 +9,8 @@
  * section's errors, and one session through the gateway's charging code end to end.
  */
 
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -829,5 +831,54 @@ describe('OCPP driver under the gateway: paid sessions end to end', () => {
     expect(receipt.body.stopReason).toBe(StopReason.GATEWAY_RESTART);
     expect(receipt.body.energyWh).toBe(900);
     expect(cp.errors).toEqual([]);
+  });
+});
+
+describe('OCPP driver in the real gateway process', () => {
+  it('pilepass-gateway start with pile "ocpp" serves the charge point (plain Node ESM) and exits cleanly', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pilepass-ocpp-cli-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    const port = await freePort();
+    const configPath = join(dir, 'config.json');
+    writeFileSync(
+      configPath,
+      JSON.stringify({
+        gatewayId: 'gw-ocpp-cli',
+        dataDir: join(dir, 'data'),
+        ble: 'in-process',
+        pile: 'ocpp',
+        connectors: [1],
+        logLevel: 'info',
+        ocpp: { host: '127.0.0.1', port, chargePointId: 'CP-PROC', startupWaitSeconds: 0 },
+      }),
+    );
+    const cli = new URL('../../gateway/bin/pilepass-gateway', import.meta.url).pathname;
+    const child = spawn(cli, ['start', '--config', configPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const exited = once(child, 'exit');
+    cleanups.push(async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    });
+    let stderr = '';
+    const started = new Promise<void>((resolve, reject) => {
+      child.stderr.setEncoding('utf8');
+      child.stderr.on('data', (chunk: string) => {
+        stderr += chunk;
+        if (stderr.includes('"msg":"gateway started"')) resolve();
+      });
+      void exited.then(() => reject(new Error(`gateway exited early:\n${stderr}`)));
+    });
+    await started;
+
+    const cp = new ScriptedChargePoint({ url: `ws://127.0.0.1:${port}/ocpp/CP-PROC` });
+    cleanups.push(() => cp.disconnect());
+    await cp.connect({ boot: false });
+    const boot = await cp.boot();
+    expect(boot).toMatchObject({ status: 'Accepted', interval: 60 });
+    await cp.waitReceived('ChangeConfiguration', (p) => p.key === 'AuthorizationCacheEnabled', 0, 15_000);
+
+    child.kill('SIGTERM');
+    const [code] = await exited;
+    expect(code).toBe(0);
+    expect(stderr).toContain('OCPP BootNotification accepted');
   });
 });

@@ -20,9 +20,14 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createRPCError, RPCServer, TimeoutError } from 'ocpp-rpc';
+import ocppRpc, { type RPCServer as RpcServerType } from 'ocpp-rpc';
+
 import { OcppPileError } from './errors.ts';
 import { type CentralSystemCall, type CentralSystemCalls, OCPP_SUBPROTOCOL } from './messages.ts';
+
+// ocpp-rpc is CommonJS and spreads its error classes into module.exports, which Node's ESM
+// loader cannot see as named exports: take them from the default export.
+const { createRPCError, RPCServer, TimeoutError } = ocppRpc;
 
 export interface OcppLog {
   info(o: object, m: string): void;
@@ -93,7 +98,7 @@ function sameSecret(given: Buffer | undefined, expected: string): boolean {
 export class OcppEndpoint {
   readonly #options: OcppEndpointOptions;
   readonly #handlers: OcppEndpointHandlers;
-  readonly #server: RPCServer;
+  readonly #server: RpcServerType;
   #http: Server | undefined;
   #current: { link: ChargePointLink; client: RpcServerClient; liveness: NodeJS.Timeout } | undefined;
   #serial = 0;
