@@ -648,7 +648,7 @@ export async function startWebBluetoothBridge(
       opMs,
       `connect to ${address}`,
     );
-    const linkMtu = (await settlesWithin(mtuSeen, 2_000)) ?? 23;
+    const linkMtu = (await settlesWithin(mtuSeen, Math.min(opMs, 2_000))) ?? 23;
     const link: Link = {
       address,
       peripheral,
@@ -789,6 +789,9 @@ export async function startWebBluetoothBridge(
       counters.failures++;
       log.warn({ address, err: (err as Error).message }, 'web-bluetooth bridge: discovery failed');
       await respondGatt(address, 'discovery', HCI_CONNECTION_FAILED);
+      // Chromium does not fail the page's getPrimaryService() on an error answer (it waits for
+      // a discovery that never completes); a disconnection does.
+      await endLink(link, 'bridge');
     }
   };
 

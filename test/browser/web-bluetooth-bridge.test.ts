@@ -50,7 +50,7 @@ interface Phone {
   close(): Promise<void>;
 }
 
-async function openPhone(mtu: BridgeMtu): Promise<Phone> {
+async function openPhone(mtu: BridgeMtu, operationTimeoutMs?: number): Promise<Phone> {
   const context = await browser!.newContext();
   const page = await context.newPage();
   const errors: string[] = [];
@@ -68,6 +68,7 @@ async function openPhone(mtu: BridgeMtu): Promise<Phone> {
     page,
     uartPort: station.ptys[1]!,
     mtu,
+    ...(operationTimeoutMs === undefined ? {} : { operationTimeoutMs }),
     ...(process.env.PILEPASS_BRIDGE_DEBUG ? { logger: consoleLogger } : {}),
   });
   timings[`bridge start (MTU ${mtu})`] = Math.round(performance.now() - t);
@@ -373,6 +374,31 @@ describe('Web Bluetooth bridge: Chromium ⇄ CDP ⇄ noble ⇄ btvirt ⇄ the re
         await impostor.stop();
       }
     });
+  });
+
+  it('a peripheral that stops answering: the bridge times out and answers, the page fails instead of hanging', async () => {
+    const phone = await openPhone(256, 1_000);
+    // The gateway process frozen: the link layer (btvirt) still connects, ATT goes unanswered.
+    process.kill(station.gatewayPid, 'SIGSTOP');
+    try {
+      const { armed } = await plan(1);
+      const t = performance.now();
+      const from = await tap(phone.page, armed);
+      const failure = await waitForLog(
+        phone.page,
+        (e) => e.kind === 'failure',
+        'failure',
+        from,
+        10_000,
+        true,
+      );
+      timings['frozen gateway → page failure'] = Math.round(performance.now() - t);
+      expect(failure.failure).toBe('connect-failed');
+      expect(phone.bridge.stats().failures).toBeGreaterThan(0);
+    } finally {
+      process.kill(station.gatewayPid, 'SIGCONT');
+      await phone.close();
+    }
   });
 });
 
