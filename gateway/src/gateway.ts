@@ -114,7 +114,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     installBundle: (bytes) => sync.installCarriedBundle(bytes),
     pendingReport: () => sync.buildReport(),
   };
-  const transport = deps.transport ?? (await createTransportFromConfig(config));
+  const transport = deps.transport ?? (await createTransportFromConfig(config, logger));
   const links = new GatewayLinks(services, transport, { limits: config.limits, log: logger });
   await transport.start(links);
   const syncAgent = config.cloudUrl
@@ -187,7 +187,7 @@ async function createPileFromConfig(
   return createSimPileDriver({ socketPath, connectors: config.connectors });
 }
 
-async function createTransportFromConfig(config: GatewayConfig): Promise<GattTransport> {
+async function createTransportFromConfig(config: GatewayConfig, logger: Logger): Promise<GattTransport> {
   if (config.ble === 'in-process') {
     const { InProcessTransport } = await import('./link/in-process.ts');
     return new InProcessTransport();
@@ -196,12 +196,9 @@ async function createTransportFromConfig(config: GatewayConfig): Promise<GattTra
     const { SocketTransport } = await import('./link/socket-transport.ts');
     return new SocketTransport(config.ble.slice(7));
   }
-  const { createBlenoTransport } = await import('./ble/bleno-transport.ts');
-  const port = config.ble.startsWith('uart:')
-    ? ({ port: 'uart', path: config.ble.slice(5) } as const)
-    : ({
-        port: 'hci',
-        deviceId: config.ble.includes(':') ? Number(config.ble.split(':')[1]) : undefined,
-      } as const);
-  return createBlenoTransport(port, { name: config.name, gatewayId: config.gatewayId });
+  // bleno with adapter recovery; `pilepass-gateway start` (service.ts) adds the process restart.
+  const { createBleTransport } = await import('./ble/station-transport.ts');
+  return createBleTransport(config, logger, {
+    onGiveUp: (err) => logger.error({ err: err.message }, 'BLE adapter given up: no phone can connect'),
+  });
 }

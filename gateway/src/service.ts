@@ -7,9 +7,8 @@
  * @module
  */
 
-import type { Logger } from 'pino';
+import { createBleTransport, isBleHardware } from './ble/station-transport.ts';
 import type { GatewayConfig } from './config.ts';
-import type { GattTransport } from './contracts.ts';
 import { createLogger, type RunningGateway, startGateway } from './gateway.ts';
 import { createSystemdNotifier, type SystemdNotifier } from './systemd.ts';
 
@@ -77,13 +76,16 @@ export async function runGatewayService(
     waitIdle();
   };
 
-  const transport = await createBleTransport(config, logger, {
-    onGiveUp: onAdapterGivenUp,
-    onStateChange: (state) => {
-      adapterState = state;
-      if (gateway) void notifier?.status(statusLine());
-    },
-  });
+  const transport = isBleHardware(config.ble)
+    ? await createBleTransport(config, logger, {
+        onGiveUp: onAdapterGivenUp,
+        onStateChange: (state) => {
+          adapterState = state;
+          if (gateway) void notifier?.status(statusLine());
+        },
+      })
+    : undefined;
+  if (!transport) adapterState = config.ble; // socket / in-process: no adapter
   gateway = await startGateway(config, { logger, ...(transport ? { transport } : {}) });
 
   const running = gateway;
@@ -104,42 +106,4 @@ export async function runGatewayService(
   process.once('SIGINT', () => void shutdown('SIGINT', 0));
   process.once('SIGTERM', () => void shutdown('SIGTERM', 0));
   return { gateway: running, notifier, shutdown };
-}
-
-/**
- * The BLE transport for `hci`, `hci:N` and `uart:<tty>`, wrapped in adapter recovery; undefined
- * for the other `ble` values (in-process, socket:), which startGateway builds itself.
- */
-export async function createBleTransport(
-  config: GatewayConfig,
-  logger: Logger,
-  hooks: {
-    readonly onGiveUp: (error: Error) => void;
-    readonly onStateChange?: (state: string) => void;
-  },
-): Promise<GattTransport | undefined> {
-  const ble = config.ble;
-  const isHci = ble === 'hci' || ble.startsWith('hci:');
-  if (!isHci && !ble.startsWith('uart:')) return undefined;
-  const { createBlenoTransport } = await import('./ble/bleno-transport.ts');
-  const { createRecoveringTransport } = await import('./ble/adapter-recovery.ts');
-  const { takeAdapter, resetAdapter } = await import('./ble/hci-adapter.ts');
-  const deviceId = isHci && ble.includes(':') ? Number(ble.slice(4)) : 0;
-  const port = isHci ? ({ port: 'hci', deviceId } as const) : ({ port: 'uart', path: ble.slice(5) } as const);
-  const log = logger.child({ ble });
-  return createRecoveringTransport({
-    name: isHci ? `hci${deviceId}` : ble,
-    create: (onAdapterLost) =>
-      createBlenoTransport(port, {
-        name: config.name,
-        gatewayId: config.gatewayId,
-        onAdapterLost,
-        onError: (err, link) => log.warn({ err: String(err), link }, 'BLE handler error'),
-      }),
-    // A UART controller (an external HCI board, or btvirt in tests) has no kernel adapter to take.
-    ...(isHci ? { prepare: () => takeAdapter(deviceId), reset: () => resetAdapter(deviceId) } : {}),
-    onGiveUp: hooks.onGiveUp,
-    ...(hooks.onStateChange ? { onStateChange: hooks.onStateChange } : {}),
-    log,
-  });
 }
