@@ -68,12 +68,10 @@ export async function runGatewayService(
       { err: error.message },
       'BLE adapter unrecoverable: restarting the gateway once no session is open',
     );
-    const waitIdle = () => {
-      const open = gateway?.ledger.openSessions().length ?? 0;
-      if (open === 0) void shutdown('BLE adapter lost', EXIT_ADAPTER_LOST);
-      else setTimeout(waitIdle, IDLE_POLL_MS).unref();
-    };
-    waitIdle();
+    whenIdle(
+      () => gateway?.ledger.openSessions().length ?? 0,
+      () => void shutdown('BLE adapter lost', EXIT_ADAPTER_LOST),
+    );
   };
 
   const transport = isBleHardware(config.ble)
@@ -106,4 +104,23 @@ export async function runGatewayService(
   process.once('SIGINT', () => void shutdown('SIGINT', 0));
   process.once('SIGTERM', () => void shutdown('SIGTERM', 0));
   return { gateway: running, notifier, shutdown };
+}
+
+/**
+ * Calls `then` once `openSessions()` is 0 — now, or at the first poll that finds it so.
+ * Returns a cancel function.
+ */
+export function whenIdle(openSessions: () => number, then: () => void, pollMs = IDLE_POLL_MS): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  let cancelled = false;
+  const check = () => {
+    if (cancelled) return;
+    if (openSessions() === 0) then();
+    else timer = setTimeout(check, pollMs);
+  };
+  check();
+  return () => {
+    cancelled = true;
+    clearTimeout(timer);
+  };
 }
