@@ -3,7 +3,8 @@
 #
 #   scripts/system-deps.sh <group>...     groups: browser, ble, postgres, deploy
 #
-# deploy: systemd-analyze (unit file verification) and shellcheck (gateway/deploy/install.sh);
+# deploy: systemd-analyze and systemd-notify (unit verification, the watchdog tests), shellcheck
+# (gateway/deploy/install.sh), python3 (the tests' stand-in for the notify socket);
 # the systemd package only installs files here, no init is started in a container.
 #
 # Idempotent: packages already present are skipped. As root it runs apt-get;
@@ -15,7 +16,7 @@ declare -A GROUP_PACKAGES=(
   [browser]="chromium"
   [ble]="bluez bluez-test-tools socat gcc libc6-dev"
   [postgres]="postgresql"
-  [deploy]="systemd shellcheck"
+  [deploy]="systemd shellcheck python3"
 )
 
 want=()
