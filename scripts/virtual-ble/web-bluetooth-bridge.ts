@@ -36,15 +36,22 @@
  * @module
  */
 
-import {
-  type Characteristic,
-  type Descriptor,
-  type Noble,
-  type Peripheral,
-  withBindings,
-} from '@stoprocent/noble';
+import { type Descriptor, type Noble, type Peripheral, withBindings } from '@stoprocent/noble';
 import type { Browser, BrowserContext, CDPSession, Page } from 'playwright-core';
 import { SERVICE_UUID } from '../../shared/src/gatt.ts';
+import {
+  ATT_UNLIKELY_ERROR,
+  type BrowserSend,
+  type CharacteristicOperationType,
+  compactUuid,
+  dashedUuid,
+  HCI_CONNECTION_FAILED,
+  type PageCommands,
+  settlesWithin,
+  withTimeout,
+} from './bridge-cdp.ts';
+import { type BridgeDevice, Chooser, type ChooserChoice, type ChooserPrompt } from './bridge-chooser.ts';
+import { type MirroredCharacteristic, mirrorGattTable } from './bridge-gatt-mirror.ts';
 import {
   BRIDGE_BINDING,
   BRIDGE_PAGE_SCRIPT,
@@ -92,37 +99,7 @@ export interface WebBluetoothBridgeOptions {
 
 export type BridgeMtu = 23 | 256;
 
-/** A peripheral the bridge found and offers to the page. */
-export interface BridgeDevice {
-  /** As Chromium shows it: upper-case, colon-separated (also the prompt's device id). */
-  readonly address: string;
-  /** Advertised local name ('' when none). */
-  readonly name: string;
-  /** Advertised service UUIDs (dashed, lower-case). */
-  readonly serviceUuids: readonly string[];
-  readonly rssi: number;
-}
-
-/** How the next chooser is answered. */
-export type ChooserChoice =
-  | 'cancel'
-  | 'first'
-  | { readonly address: string }
-  | { readonly name: string }
-  /** Returns the address to select (from the listed devices), or undefined to cancel. */
-  | ((listed: readonly BridgeDevice[]) => string | undefined);
-
-export interface ChooserPrompt {
-  /** DeviceAccess request id. */
-  readonly id: string;
-  /** Addresses Chromium listed. */
-  readonly listed: readonly string[];
-  readonly answer:
-    | { readonly type: 'selected'; readonly address: string }
-    | { readonly type: 'cancelled'; readonly reason: string };
-  /** Date.now() when answered. */
-  readonly at: number;
-}
+export type { BridgeDevice, ChooserAnswer, ChooserChoice, ChooserPrompt } from './bridge-chooser.ts';
 
 export type BridgeEvent =
   | { readonly type: 'prompt'; readonly prompt: ChooserPrompt }
@@ -192,13 +169,6 @@ export interface WebBluetoothBridge {
   close(): Promise<void>;
 }
 
-/** HCI "Connection Failed to be Established": the page's connect() rejects with NetworkError. */
-const HCI_CONNECTION_FAILED = 0x3e;
-/** ATT "Unlikely Error": any non-zero code reaches the page as NotSupportedError. */
-const ATT_UNLIKELY_ERROR = 0x0e;
-const CCCD_UUID = '00002902-0000-1000-8000-00805f9b34fb';
-/** A prompt whose list has not grown for this long is decided with what it lists. */
-const PROMPT_SETTLE_MS = 150;
 /** Disconnecting takes milliseconds; a peer that vanished never answers (btvirt has no timeout). */
 const DISCONNECT_TIMEOUT_MS = 3_000;
 /** How long a peripheral's disconnect waits for queued notifications to reach the page. */
@@ -210,12 +180,8 @@ const NO_LOGGER: BridgeLogger = { debug() {}, info() {}, warn() {} };
 /** Per page: the binding can be exposed once, so it dispatches to the page's current bridge. */
 const pageHandlers = new WeakMap<Page, { handler: ((message: BridgePageMessage) => void) | undefined }>();
 
-interface CharacteristicState {
-  readonly id: string;
+interface CharacteristicState extends MirroredCharacteristic {
   readonly address: string;
-  readonly uuid: string;
-  readonly noble: Characteristic;
-  readonly properties: readonly string[];
   subscribed: boolean;
   /** Its link is ending: reads are answered with an error. */
   closing: boolean;
@@ -249,18 +215,6 @@ interface DeviceState {
   connecting: Promise<Link> | undefined;
 }
 
-interface PromptState {
-  readonly id: string;
-  readonly choice: ChooserChoice;
-  /** Addresses in the latest event of this request. */
-  listed: readonly string[];
-  answered: boolean;
-  /** Cancels the prompt when nothing was picked in time. */
-  readonly deadline: NodeJS.Timeout;
-  /** Decides with what is listed once the list stopped growing. */
-  settle: NodeJS.Timeout | undefined;
-}
-
 /** Starts the bridge: noble on `uartPort`, the first scan, the emulated adapter and the hooks. */
 export async function startWebBluetoothBridge(
   options: WebBluetoothBridgeOptions,
@@ -268,7 +222,6 @@ export async function startWebBluetoothBridge(
   const log = options.logger ?? NO_LOGGER;
   const opMs = options.operationTimeoutMs ?? 10_000;
   const cdpMs = options.cdpTimeoutMs ?? 5_000;
-  const chooserMs = options.chooserTimeoutMs ?? 3_000;
   const scanMs = options.scanTimeoutMs ?? 10_000;
   const serviceUuids = (options.serviceUuids ?? [SERVICE_UUID]).map(dashedUuid);
   const { page, context } = options;
@@ -280,9 +233,6 @@ export async function startWebBluetoothBridge(
   const devices = new Map<string, DeviceState>();
   const characteristics = new Map<string, CharacteristicState>();
   const descriptors = new Map<string, { readonly address: string; readonly noble: Descriptor }>();
-  const prompts: ChooserPrompt[] = [];
-  const promptStates = new Map<string, PromptState>();
-  const choices: ChooserChoice[] = [];
   const listeners = new Set<(event: BridgeEvent) => void>();
   const counters = {
     connections: 0,
@@ -308,6 +258,20 @@ export async function startWebBluetoothBridge(
     }
   };
 
+  const chooser = new Chooser({
+    timeoutMs: options.chooserTimeoutMs ?? 3_000,
+    defaultChoice: options.defaultChoice ?? 'first',
+    known: () => [...devices.values()].map((d) => d.info),
+    offered: () => [...devices.values()].filter((d) => d.offeredIn === generation).map((d) => d.info.address),
+    send: (id, answer) =>
+      answer.type === 'selected'
+        ? pageSend('DeviceAccess.selectPrompt', { id, deviceId: answer.address })
+        : pageSend('DeviceAccess.cancelPrompt', { id }),
+    onAnswered: (prompt) => emit({ type: 'prompt', prompt }),
+    log: (level, fields, message) => log[level](fields, message),
+  });
+  const onPrompt = (event: { id: string; devices: { id: string }[] }) => chooser.onPrompt(event);
+
   // ---- sessions and noble ------------------------------------------------------------------
   let noble: Noble | undefined;
   let browserSession: CDPSession | undefined;
@@ -315,7 +279,7 @@ export async function startWebBluetoothBridge(
   const ownBrowserSession = options.browserSession === undefined;
   const cleanups: (() => void)[] = [];
 
-  const browserSend = <M extends keyof BrowserCommands>(method: M, params: BrowserCommands[M]) =>
+  const browserSend: BrowserSend = (method, params) =>
     withTimeout(
       (browserSession as CDPSession).send(method, params as never) as Promise<unknown>,
       cdpMs,
@@ -429,102 +393,6 @@ export async function startWebBluetoothBridge(
     await rebuilding.catch(() => {});
     for (const address of seen) await offer(devices.get(address) as DeviceState);
     return [...seen].map((address) => (devices.get(address) as DeviceState).info);
-  };
-
-  // ---- chooser -------------------------------------------------------------------------------
-  const answerPrompt = (state: PromptState, answer: ChooserPrompt['answer']) => {
-    if (state.answered) return;
-    state.answered = true;
-    clearTimeout(state.deadline);
-    clearTimeout(state.settle);
-    const { id, listed } = state;
-    const prompt: ChooserPrompt = { id, listed, answer, at: Date.now() };
-    prompts.push(prompt);
-    log.info({ id, listed, answer }, 'web-bluetooth bridge: chooser answered');
-    const sent =
-      answer.type === 'selected'
-        ? pageSend('DeviceAccess.selectPrompt', { id, deviceId: answer.address })
-        : pageSend('DeviceAccess.cancelPrompt', { id });
-    sent.then(
-      () => emit({ type: 'prompt', prompt }),
-      (err: Error) =>
-        log.warn({ id, err: err.message }, 'web-bluetooth bridge: answering the chooser failed'),
-    );
-  };
-
-  /** The address to select among `listed`, 'cancel', or undefined (not listed yet). */
-  const pick = (choice: ChooserChoice, listed: readonly string[]): string | 'cancel' | undefined => {
-    if (choice === 'cancel') return 'cancel';
-    const listedDevices = listed.map(
-      (address) =>
-        devices.get(address)?.info ?? { address, name: '', serviceUuids: [] as string[], rssi: Number.NaN },
-    );
-    // 'first': in the order the bridge found them (the chooser's order changes as it fills).
-    if (choice === 'first') return [...devices.keys()].find((address) => listed.includes(address));
-    if (typeof choice === 'function') {
-      const address = choice(listedDevices)?.toUpperCase();
-      return address === undefined ? 'cancel' : listed.includes(address) ? address : undefined;
-    }
-    const wanted =
-      'address' in choice
-        ? listedDevices.find((d) => d.address === choice.address.toUpperCase())
-        : listedDevices.find((d) => d.name === choice.name);
-    return wanted?.address;
-  };
-
-  /**
-   * Decides once the list is complete (every offered device listed) or has stopped growing
-   * for PROMPT_SETTLE_MS: Chromium re-sends the prompt as devices are added, one by one.
-   */
-  const decide = (state: PromptState, settled: boolean) => {
-    if (state.answered) return;
-    let picked: string | 'cancel' | undefined;
-    const offered = [...devices.values()]
-      .filter((d) => d.offeredIn === generation)
-      .map((d) => d.info.address);
-    const complete = offered.every((address) => state.listed.includes(address));
-    if (state.choice !== 'cancel' && !complete && !settled) return;
-    try {
-      picked = pick(state.choice, state.listed);
-    } catch (err) {
-      answerPrompt(state, { type: 'cancelled', reason: `choice threw: ${String(err)}` });
-      return;
-    }
-    if (picked === 'cancel') answerPrompt(state, { type: 'cancelled', reason: 'asked to cancel' });
-    else if (picked !== undefined) answerPrompt(state, { type: 'selected', address: picked });
-    // else: the wanted device may still be listed, until the deadline
-  };
-
-  const onPrompt = (event: { id: string; devices: { id: string; name: string }[] }) => {
-    if (closed) return;
-    const listed = event.devices.map((d) => d.id.toUpperCase());
-    let state = promptStates.get(event.id);
-    if (state?.answered) return; // the event fires again and again per request: answer once
-    if (!state) {
-      const choice = choices.shift() ?? options.defaultChoice ?? 'first';
-      const created: PromptState = {
-        id: event.id,
-        choice,
-        listed,
-        answered: false,
-        deadline: setTimeout(
-          () => answerPrompt(created, { type: 'cancelled', reason: 'the wanted device was not listed' }),
-          chooserMs,
-        ),
-        settle: undefined,
-      };
-      state = created;
-      promptStates.set(event.id, created);
-      log.debug(
-        { id: event.id, listed, choice: describeChoice(choice) },
-        'web-bluetooth bridge: chooser opened',
-      );
-    }
-    const current = state;
-    current.listed = listed;
-    clearTimeout(current.settle);
-    current.settle = setTimeout(() => decide(current, true), PROMPT_SETTLE_MS);
-    decide(current, false);
   };
 
   // ---- links ---------------------------------------------------------------------------------
@@ -713,69 +581,30 @@ export async function startWebBluetoothBridge(
         // Fails after a reconnect (Chromium already dropped it); harmless.
         await browserSend('BluetoothEmulation.removeService', { serviceId }).catch(() => {});
       }
-      const { services } = await withTimeout(
-        link.peripheral.discoverAllServicesAndCharacteristicsAsync(),
-        opMs,
-        `discovery on ${address}`,
-      );
-      for (const service of services) {
-        const serviceUuid = dashedUuid(service.uuid);
-        let serviceId: string;
-        try {
-          ({ serviceId } = (await browserSend('BluetoothEmulation.addService', { address, serviceUuid })) as {
-            serviceId: string;
-          });
-        } catch (err) {
-          log.debug(
-            { address, serviceUuid, err: (err as Error).message },
-            'web-bluetooth bridge: service not mirrored',
-          );
-          continue;
-        }
-        link.serviceIds.push(serviceId);
-        for (const characteristic of service.characteristics ?? []) {
-          const properties = characteristic.properties as readonly string[];
-          const { characteristicId } = (await browserSend('BluetoothEmulation.addCharacteristic', {
-            serviceId,
-            characteristicUuid: dashedUuid(characteristic.uuid),
-            properties: cdpProperties(properties),
-          })) as { characteristicId: string };
-          const state: CharacteristicState = {
-            id: characteristicId,
-            address,
-            uuid: dashedUuid(characteristic.uuid),
-            noble: characteristic,
-            properties,
-            subscribed: false,
-            closing: false,
-            holdPending: false,
-            queue: [],
-            onData: undefined,
-          };
-          characteristics.set(characteristicId, state);
-          link.characteristics.set(characteristicId, state);
-          const found = await withTimeout(
-            characteristic.discoverDescriptorsAsync(),
-            opMs,
-            `descriptors of ${state.uuid}`,
-          );
-          const uuids = new Set(found.map((d) => dashedUuid(d.uuid)));
-          for (const descriptor of found) {
-            const { descriptorId } = (await browserSend('BluetoothEmulation.addDescriptor', {
-              characteristicId,
-              descriptorUuid: dashedUuid(descriptor.uuid),
-            })) as { descriptorId: string };
-            descriptors.set(descriptorId, { address, noble: descriptor });
-            link.descriptors.set(descriptorId, descriptor);
-          }
-          // Without a CCCD Chromium refuses startNotifications (NotSupportedError).
-          if (!uuids.has(CCCD_UUID) && (properties.includes('notify') || properties.includes('indicate'))) {
-            await browserSend('BluetoothEmulation.addDescriptor', {
-              characteristicId,
-              descriptorUuid: CCCD_UUID,
-            });
-          }
-        }
+      const mirror = await mirrorGattTable(link.peripheral, {
+        address,
+        send: browserSend,
+        operationTimeoutMs: opMs,
+        onSkipped: (serviceUuid, err) =>
+          log.debug({ address, serviceUuid, err: err.message }, 'web-bluetooth bridge: service not mirrored'),
+      });
+      link.serviceIds.push(...mirror.serviceIds);
+      for (const mirrored of mirror.characteristics) {
+        const state: CharacteristicState = {
+          ...mirrored,
+          address,
+          subscribed: false,
+          closing: false,
+          holdPending: false,
+          queue: [],
+          onData: undefined,
+        };
+        characteristics.set(state.id, state);
+        link.characteristics.set(state.id, state);
+      }
+      for (const { id, noble: descriptor } of mirror.descriptors) {
+        descriptors.set(id, { address, noble: descriptor });
+        link.descriptors.set(id, descriptor);
       }
       counters.discoveries++;
       const ms = Math.round(performance.now() - t);
@@ -1051,10 +880,7 @@ export async function startWebBluetoothBridge(
     for (const device of devices.values()) {
       if (device.link) await endLink(device.link, 'bridge').catch(() => {});
     }
-    for (const state of promptStates.values()) {
-      clearTimeout(state.deadline);
-      clearTimeout(state.settle);
-    }
+    chooser.close();
     if (browserSession) {
       await browserSend('BluetoothEmulation.disable', {}).catch(() => {});
       if (ownBrowserSession) await browserSession.detach().catch(() => {});
@@ -1086,12 +912,12 @@ export async function startWebBluetoothBridge(
     devices: () => [...devices.values()].map((d) => d.info),
     scan: (scanOptions) => scan(scanOptions),
     chooseNext(choice) {
-      choices.push(choice);
+      chooser.chooseNext(choice);
     },
     cancelNextChooser() {
-      choices.push('cancel');
+      chooser.chooseNext('cancel');
     },
-    prompts: () => [...prompts],
+    prompts: () => chooser.prompts(),
     setMtu(value) {
       if (value !== 23 && value !== 256) throw new RangeError(`mtu must be 23 or 256, got ${String(value)}`);
       mtu = value;
@@ -1144,138 +970,6 @@ export async function startWebBluetoothBridge(
   };
 }
 
-// ---- CDP command parameter types (the subset used) ---------------------------------------------
-
-type CharacteristicOperationType =
-  | 'read'
-  | 'write'
-  | 'subscribe-to-notifications'
-  | 'unsubscribe-from-notifications';
-
-interface CdpCharacteristicProperties {
-  broadcast?: boolean;
-  read?: boolean;
-  writeWithoutResponse?: boolean;
-  write?: boolean;
-  notify?: boolean;
-  indicate?: boolean;
-  authenticatedSignedWrites?: boolean;
-  extendedProperties?: boolean;
-}
-
-interface BrowserCommands {
-  'BluetoothEmulation.enable': { state: 'powered-on'; leSupported: boolean };
-  'BluetoothEmulation.disable': Record<string, never>;
-  'BluetoothEmulation.simulatePreconnectedPeripheral': {
-    address: string;
-    name: string;
-    manufacturerData: { key: number; data: string }[];
-    knownServiceUuids: string[];
-  };
-  'BluetoothEmulation.simulateGATTOperationResponse': {
-    address: string;
-    type: 'connection' | 'discovery';
-    code: number;
-  };
-  'BluetoothEmulation.simulateCharacteristicOperationResponse': {
-    characteristicId: string;
-    type: CharacteristicOperationType;
-    code: number;
-    data?: string;
-  };
-  'BluetoothEmulation.simulateDescriptorOperationResponse': {
-    descriptorId: string;
-    type: 'read' | 'write';
-    code: number;
-    data?: string;
-  };
-  'BluetoothEmulation.addService': { address: string; serviceUuid: string };
-  'BluetoothEmulation.removeService': { serviceId: string };
-  'BluetoothEmulation.addCharacteristic': {
-    serviceId: string;
-    characteristicUuid: string;
-    properties: CdpCharacteristicProperties;
-  };
-  'BluetoothEmulation.addDescriptor': { characteristicId: string; descriptorUuid: string };
-  'BluetoothEmulation.simulateGATTDisconnection': { address: string };
-}
-
-interface PageCommands {
-  'Page.enable': Record<string, never>;
-  'DeviceAccess.enable': Record<string, never>;
-  'DeviceAccess.disable': Record<string, never>;
-  'DeviceAccess.selectPrompt': { id: string; deviceId: string };
-  'DeviceAccess.cancelPrompt': { id: string };
-}
-
-// ---- helpers -------------------------------------------------------------------------------------
-
-const CDP_PROPERTY_NAMES: readonly (keyof CdpCharacteristicProperties)[] = [
-  'broadcast',
-  'read',
-  'writeWithoutResponse',
-  'write',
-  'notify',
-  'indicate',
-  'authenticatedSignedWrites',
-  'extendedProperties',
-];
-
-/** noble's property names are CDP's. */
-function cdpProperties(properties: readonly string[]): CdpCharacteristicProperties {
-  const out: CdpCharacteristicProperties = {};
-  for (const name of CDP_PROPERTY_NAMES) if (properties.includes(name)) out[name] = true;
-  return out;
-}
-
-/** Any UUID form (noble's compact 16/32/128-bit, dashed) as the dashed, lower-case 128-bit form. */
-export function dashedUuid(uuid: string): string {
-  const hex = uuid.replaceAll('-', '').toLowerCase();
-  if (!/^[0-9a-f]+$/.test(hex) || (hex.length !== 4 && hex.length !== 8 && hex.length !== 32)) {
-    throw new TypeError(`not a UUID: ${uuid}`);
-  }
-  const full = hex.length === 32 ? hex : `${hex.padStart(8, '0')}00001000800000805f9b34fb`;
-  return `${full.slice(0, 8)}-${full.slice(8, 12)}-${full.slice(12, 16)}-${full.slice(16, 20)}-${full.slice(20)}`;
-}
-
-/** The form noble uses (no dashes, lower-case; base-UUID ones as 4 hex digits). */
-function compactUuid(uuid: string): string {
-  const full = dashedUuid(uuid).replaceAll('-', '');
-  return full.startsWith('0000') && full.endsWith('00001000800000805f9b34fb') ? full.slice(4, 8) : full;
-}
-
-function describeChoice(choice: ChooserChoice): string {
-  if (typeof choice === 'string') return choice;
-  if (typeof choice === 'function') return 'function';
-  return 'address' in choice ? `address ${choice.address}` : `name ${choice.name}`;
-}
-
 function round(ms: number): number {
   return Math.round(ms * 10) / 10;
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-async function settlesWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
