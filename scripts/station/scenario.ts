@@ -10,7 +10,12 @@
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BrowserContext, Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import {
+  type BridgeLogger,
+  type BridgeMtu,
+  startWebBluetoothBridge,
+} from '../virtual-ble/web-bluetooth-bridge.ts';
 import type { WholeStation } from './whole-station.ts';
 
 export interface ScenarioStep {
@@ -93,6 +98,16 @@ export class Scenario {
       await this.page.getByTestId('email').fill(email);
       await this.page.getByTestId('password').fill(password);
       await this.page.getByTestId('register').click();
+      await this.page.getByTestId('balance').waitFor();
+    });
+  }
+
+  async signIn(email: string, password: string): Promise<void> {
+    await this.step('sign in', async () => {
+      await this.page.getByTestId('tab-wallet').click();
+      await this.page.getByTestId('email').fill(email);
+      await this.page.getByTestId('password').fill(password);
+      await this.page.getByTestId('sign-in').click();
       await this.page.getByTestId('balance').waitFor();
     });
   }
@@ -191,5 +206,105 @@ export class Scenario {
       await this.page.getByTestId('sync-now').click();
       await this.page.getByTestId('balance').filter({ hasText: balance }).waitFor();
     });
+  }
+}
+
+export interface JourneyOptions extends Omit<ScenarioOptions, 'page' | 'context'> {
+  readonly browser: Browser;
+  /** UI language for the run (the app follows it; default en). */
+  readonly language?: 'en' | 'zh-CN';
+  /** Driver account; a fresh one is registered (default) or the demo driver signs in. */
+  readonly account?: { readonly email: string; readonly password: string; readonly existing?: boolean };
+  /** Amount to top up and to hold, as typed (default 100 and 50). */
+  readonly topUp?: string;
+  readonly hold?: string;
+  readonly connector?: number;
+  /** How long to let the pile charge before stopping (default: until 0.1 kWh shows). */
+  readonly chargeUntil?: RegExp;
+  readonly mtu?: BridgeMtu;
+  readonly bridgeLogger?: BridgeLogger;
+}
+
+export interface JourneyResult {
+  readonly steps: readonly ScenarioStep[];
+  /** Balance text the wallet showed at the end. */
+  readonly finalBalance: string;
+  /** The receipt's charged amount as the app showed it. */
+  readonly charged: string;
+}
+
+/**
+ * The whole journey in a fresh browser context wired through the Web Bluetooth bridge to the
+ * station's gateway: register → top up → buy for pile P → offline (browser, cloud and PWA
+ * server) → reload from the service worker → tap → pile ON → live status → stop → receipt →
+ * online → receipt uploaded → wallet shows the refund. Throws on the first step that fails.
+ */
+export async function runDriverJourney(options: JourneyOptions): Promise<JourneyResult> {
+  const { browser, station } = options;
+  const language = options.language ?? 'en';
+  const context = await browser.newContext({ locale: language });
+  const page = await context.newPage();
+  const phonePty = station.phonePtys[0];
+  if (!phonePty) throw new Error('the station has no radio left for a phone');
+  const bridge = await startWebBluetoothBridge({
+    browser,
+    context,
+    page,
+    uartPort: phonePty,
+    mtu: options.mtu ?? 256,
+    ...(options.bridgeLogger ? { logger: options.bridgeLogger } : {}),
+  });
+  const s = new Scenario({ ...options, page, context });
+  const account = options.account ?? {
+    email: `driver-${Date.now().toString(36)}@pilepass.test`,
+    password: 'correct horse battery',
+  };
+  const connector = options.connector ?? 1;
+  try {
+    await s.open();
+    if (account.existing) await s.signIn(account.email, account.password);
+    else await s.register(account.email, account.password);
+    if (options.topUp !== '0') await s.topUp(options.topUp ?? '100', /\d/);
+    await s.buy(station.gatewayId, connector, options.hold ?? '50');
+    await s.goOffline();
+    await bridge.ready();
+    await bridge.scan({ minDevices: 1 });
+    await s.usePileCode(`pilepass:${station.gatewayId}/${connector}`);
+    await s.tap();
+    await s.step('pile is on', async () => {
+      const reading = await station.pile.read(connector);
+      if (!reading.contactorOn) throw new Error(`the sim pile's connector ${connector} is off`);
+    });
+    await s.watchCharging(options.chargeUntil ?? /^(?!0\.000)\d+\.\d{3} kWh/);
+    await s.stop();
+    const charged = (await page.getByTestId('charged').textContent()) ?? '';
+    await s.step('pile is off', async () => {
+      const reading = await station.pile.read(connector);
+      if (reading.contactorOn) throw new Error(`the sim pile's connector ${connector} is still on`);
+    });
+    await s.comeOnline();
+    await s.receipts();
+    await s.step('receipt uploaded', async () => {
+      await page.getByTestId('receipt-item').first().and(page.locator('[data-uploaded="true"]')).waitFor();
+    });
+    await s.step('wallet shows the refund', async () => {
+      await page.getByTestId('tab-wallet').click();
+      await page.getByTestId('sync-now').click();
+      await page
+        .getByTestId('held')
+        .filter({ hasText: /[^\d]0\.00$/ })
+        .waitFor()
+        .catch(async (err: unknown) => {
+          throw new Error(
+            `wallet still holds ${await page.getByTestId('held').textContent()} (balance ${await page.getByTestId('balance').textContent()})`,
+            { cause: err },
+          );
+        });
+    });
+    const finalBalance = (await page.getByTestId('balance').textContent()) ?? '';
+    return { steps: s.steps, finalBalance, charged };
+  } finally {
+    await bridge.close().catch(() => {});
+    await context.close().catch(() => {});
   }
 }

@@ -46,7 +46,10 @@ export interface WholeStationOptions {
   readonly dataDir: string;
   readonly cloudPort?: number;
   readonly pwaPort?: number;
-  /** Simulated-time multiplier of the pile (default 60: a minute of charging per second). */
+  /**
+   * Simulated-time multiplier of the pile (default 1). Faster piles deliver energy the cloud
+   * rightly rejects as implausible for the connector's power over the receipt's wall-clock time.
+   */
   readonly pileSpeed?: number;
   /** Give the gateway a cloud link (an online station). Default false: off-network. */
   readonly gatewayOnline?: boolean;
@@ -59,6 +62,7 @@ export interface WholeStationOptions {
 }
 
 export interface WholeStation {
+  readonly dataDir: string;
   readonly cloudUrl: string;
   readonly pwaUrl: string;
   readonly gatewayId: string;
@@ -161,7 +165,7 @@ export async function startWholeStation(options: WholeStationOptions): Promise<W
     const pileProcess: SimPileProcess = await startSimPileProcess({
       dir: dataDir,
       connectors: DEMO.connectors.map((c) => c.id),
-      speed: options.pileSpeed ?? 60,
+      speed: options.pileSpeed ?? 1,
       watchPid: process.pid,
     });
     cleanups.push(() => pileProcess.stop());
@@ -210,6 +214,7 @@ export async function startWholeStation(options: WholeStationOptions): Promise<W
     }
 
     return {
+      dataDir,
       cloudUrl,
       pwaUrl,
       gatewayId: DEMO.gatewayId,
