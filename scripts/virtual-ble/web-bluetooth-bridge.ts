@@ -32,7 +32,7 @@
  *
  * Emulation is browser-wide: one bridge per browser at a time, and the bridged page must be
  * the browser's front tab (a chooser in a background tab is cancelled at once).
- * See docs/virtual-ble.md for the measured facts behind these rules. Node only.
+ * See docs/virtual-ble.md (how it works, measured limits). Node only.
  * @module
  */
 
