@@ -209,6 +209,9 @@ export class Scenario {
   }
 }
 
+/** An energy display of at least 10 Wh, so the fee is not zero (22 kW: about 2 s). */
+export const AT_LEAST_10_WH = /^(?:[1-9]\d*\.\d{3}|0\.(?:0[1-9]\d|[1-9]\d\d)) kWh/;
+
 export interface JourneyOptions extends Omit<ScenarioOptions, 'page' | 'context'> {
   readonly browser: Browser;
   /** UI language for the run (the app follows it; default en). */
@@ -219,7 +222,7 @@ export interface JourneyOptions extends Omit<ScenarioOptions, 'page' | 'context'
   readonly topUp?: string;
   readonly hold?: string;
   readonly connector?: number;
-  /** How long to let the pile charge before stopping (default: until 0.1 kWh shows). */
+  /** How long to let the pile charge before stopping (default: until 10 Wh show). */
   readonly chargeUntil?: RegExp;
   readonly mtu?: BridgeMtu;
   readonly bridgeLogger?: BridgeLogger;
@@ -275,7 +278,7 @@ export async function runDriverJourney(options: JourneyOptions): Promise<Journey
       const reading = await station.pile.read(connector);
       if (!reading.contactorOn) throw new Error(`the sim pile's connector ${connector} is off`);
     });
-    await s.watchCharging(options.chargeUntil ?? /^(?!0\.000)\d+\.\d{3} kWh/);
+    await s.watchCharging(options.chargeUntil ?? AT_LEAST_10_WH);
     await s.stop();
     const charged = (await page.getByTestId('charged').textContent()) ?? '';
     await s.step('pile is off', async () => {
