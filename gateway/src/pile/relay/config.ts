@@ -6,6 +6,7 @@
  */
 
 import { z } from 'zod';
+import { meterIdSchema } from '../meter-id.ts';
 import { METER_MODELS } from './meter-models.ts';
 
 const lineNumber = z.number().int().min(0).max(1023);
@@ -25,9 +26,6 @@ const inputLineSchema = z
     bias: z.enum(['as-is', 'disable', 'pull-up', 'pull-down']).default('as-is'),
   })
   .strict();
-
-/** Printable ASCII, as receipts carry it (docs/protocol.md). */
-const meterIdSchema = z.string().regex(/^[\x20-\x7e]{1,64}$/, 'meter id: 1–64 printable ASCII characters');
 
 const modbusMeterSchema = z
   .object({
