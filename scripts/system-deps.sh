@@ -3,7 +3,8 @@
 #
 #   scripts/system-deps.sh <group>...     groups: browser, ble, postgres, deploy
 #
-# browser: Chromium, and a CJK font so the zh-CN screens render (screenshots) instead of boxes.
+# browser: Chromium, a CJK font so the zh-CN screens render (screenshots) instead of boxes, and
+# qrencode for the camera-scan test's QR code.
 # deploy: systemd-analyze and systemd-notify (unit verification, the watchdog tests), shellcheck
 # (gateway/deploy/install.sh), python3 (the tests' stand-in for the notify socket);
 # the systemd package only installs files here, no init is started in a container.
@@ -14,7 +15,7 @@
 set -euo pipefail
 
 declare -A GROUP_PACKAGES=(
-  [browser]="chromium fonts-wqy-microhei"
+  [browser]="chromium fonts-wqy-microhei qrencode"
   [ble]="bluez bluez-test-tools socat gcc libc6-dev"
   [postgres]="postgresql"
   [deploy]="systemd shellcheck python3"
