@@ -41,6 +41,7 @@ Options (override the config file):
   --ble socket:PATH          local socket instead of BLE (crash and soak tests)
   --pile sim|sim:SOCKET      pile driver (default sim, socket in the data dir)
   --pile ocpp                OCPP 1.6J charge point (needs an "ocpp" section in the config file)
+  --pile relay|can           relay-enabled EVSE / CAN pile controller (need a "relay" / "can" section)
   --connectors 1,2           connector ids
     --cloud URL                sync with this cloud when online (start)
   --log-level LEVEL          fatal|error|warn|info|debug|trace|silent

@@ -8,7 +8,10 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { GATEWAY_ID_PATTERN } from '../../shared/src/index.ts';
+import { canPileSchema } from './pile/can/config.ts';
+import { checkHardwarePileSections } from './pile/hardware-config.ts';
 import { ocppConfigSchema } from './pile/ocpp/config.ts';
+import { relayPileSchema } from './pile/relay/config.ts';
 
 const bleSchema = z
   .string()
@@ -19,7 +22,10 @@ const bleSchema = z
 
 const pileSchema = z
   .string()
-  .regex(/^(sim(:.+)?|ocpp)$/, 'expected "sim", "sim:<socket path>" or "ocpp" (with an "ocpp" section)');
+  .regex(
+    /^(sim(:.+)?|ocpp|relay|can)$/,
+    'expected "sim", "sim:<socket path>", "ocpp", "relay" or "can" (the last three with their section)',
+  );
 
 export const configSchema = z
   .object({
@@ -30,6 +36,10 @@ export const configSchema = z
     pile: pileSchema.default('sim'),
     /** OCPP 1.6J charge point options, required when pile is "ocpp" (pile/ocpp/config.ts). */
     ocpp: ocppConfigSchema.optional(),
+    /** Relay-enabled EVSE options, required when pile is "relay" (pile/relay/config.ts). */
+    relay: relayPileSchema.optional(),
+    /** CAN pile controller options, required when pile is "can" (pile/can/config.ts, docs/can.md). */
+    can: canPileSchema.optional(),
     connectors: z.array(z.number().int().min(0).max(255)).min(1).max(16).default([1, 2]),
     currency: z
       .string()
@@ -68,6 +78,7 @@ export const configSchema = z
         message: 'required when pile is "ocpp" (at least chargePointId)',
       });
     }
+    checkHardwarePileSections(config, ctx);
   });
 
 export type GatewayConfig = z.output<typeof configSchema>;

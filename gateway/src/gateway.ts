@@ -180,6 +180,10 @@ async function createPileFromConfig(
     };
     return createOcppPileDriver(ocppDriverOptions(config.ocpp, context));
   }
+  if (config.pile === 'relay' || config.pile === 'can') {
+    const { openHardwarePile } = await import('./pile/open-hardware-pile.ts');
+    return openHardwarePile(config, logger.child({ pile: config.pile }));
+  }
   const { createSimPileDriver } = await import('./pile/sim-driver.ts');
   const socketPath = config.pile.startsWith('sim:')
     ? config.pile.slice(4)

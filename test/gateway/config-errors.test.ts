@@ -96,6 +96,8 @@ const WRONG: Record<string, readonly [value: unknown, path: string, message: Reg
   ble: ['bluetooth', 'ble', /expected "hci", "hci:<n>", "uart:<tty path>"/],
   pile: ['modbus-magic', 'pile', /expected "sim"/],
   ocpp: [{ chargePointId: 'CP1', port: 70_000 }, 'ocpp.port', /expected 1–65535/],
+  relay: [{ connectors: [] }, 'relay.connectors', /too small|at least 1|>=1/i],
+  can: [{ pileNodeId: 128 }, 'can.pileNodeId', /too big|127/i],
   connectors: [[], 'connectors', /too small|at least 1|>=1/i],
   currency: ['yuan', 'currency', /ISO 4217 code, e\.g\. CNY/],
   minimumAmount: [1.5, 'minimumAmount', /int/i],

@@ -74,7 +74,7 @@ async function rig(initial: Partial<SimConnector> = {}, connectors = [1, 2], sta
   const config = canPileSchema.parse({
     pileNodeId: PILE,
     gatewayNodeId: GATEWAY,
-    meterIds: { 1: 'MID-0001' },
+    meters: [{ connector: 1, meterId: 'MID-0001' }],
   });
   const driver = await timers.settle(
     openCanPile(config, { connectors, socket: gatewaySocket, timers, onError: (e) => errors.push(e) }),

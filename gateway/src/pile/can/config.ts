@@ -23,10 +23,11 @@ export const canPileSchema = z
     stopTimeoutMs: z.number().int().min(100).max(10_000).default(2_000),
     staleMs: z.number().int().min(100).max(60_000).default(2_000),
     startupWaitMs: z.number().int().min(0).max(60_000).default(3_000),
-    /** Meter id per connector number as receipts name it (default `CAN<pileNodeId>-<connector>`). */
-    meterIds: z
-      .record(z.string().regex(/^[1-9]\d{0,2}$/, 'key: a connector number'), meterIdSchema)
-      .default({}),
+    /** Meter ids as receipts name them, per connector (default `CAN<pileNodeId>-<connector>`). */
+    meters: z
+      .array(z.object({ connector: z.number().int().min(1).max(255), meterId: meterIdSchema }).strict())
+      .max(255)
+      .default([]),
   })
   .strict()
   .superRefine((can, ctx) => {
@@ -37,6 +38,17 @@ export const canPileSchema = z
         message: 'must differ from pileNodeId (heartbeat ids would collide)',
       });
     }
+    const seen = new Set<number>();
+    can.meters.forEach((m, i) => {
+      if (seen.has(m.connector)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['meters', i, 'connector'],
+          message: `connector ${m.connector} given twice`,
+        });
+      }
+      seen.add(m.connector);
+    });
     if (can.heartbeatTimeoutMs < 2 * can.heartbeatMs) {
       ctx.addIssue({
         code: 'custom',

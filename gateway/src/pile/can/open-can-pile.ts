@@ -33,7 +33,7 @@ export async function openCanPile(config: CanPileConfig, deps: CanPileDeps): Pro
       stopTimeoutMs: config.stopTimeoutMs,
       staleMs: config.staleMs,
       startupWaitMs: config.startupWaitMs,
-      meterIds: config.meterIds,
+      meterIds: Object.fromEntries(config.meters.map((m) => [String(m.connector), m.meterId])),
       timers: deps.timers ?? systemTimers,
       ...(deps.onError ? { onError: deps.onError } : {}),
     });

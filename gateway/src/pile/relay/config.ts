@@ -78,8 +78,8 @@ const modbusBusSchema = z
       })
       .default(9600),
     parity: z.enum(['none', 'even', 'odd']).default('none'),
-    dataBits: z.union([z.literal(7), z.literal(8)]).default(8),
-    stopBits: z.union([z.literal(1), z.literal(2)]).default(1),
+    dataBits: z.union([z.literal(7), z.literal(8)], { error: 'data bits: 7 or 8' }).default(8),
+    stopBits: z.union([z.literal(1), z.literal(2)], { error: 'stop bits: 1 or 2' }).default(1),
     timeoutMs: z.number().int().min(50).max(5_000).default(500),
   })
   .strict();
