@@ -97,8 +97,21 @@ export async function startWholeStation(options: WholeStationOptions): Promise<W
   const cloudPort = options.cloudPort ?? (await freePort());
   const pwaPort = options.pwaPort ?? (await freePort());
   const cleanups: (() => Promise<void>)[] = [];
+  // Children that do not watch this process themselves die with it, even on a crash.
+  const children = new Set<number>();
+  const killChildren = () => {
+    for (const pid of children) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  };
+  process.once('exit', killChildren);
   const stop = async () => {
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
+    process.removeListener('exit', killChildren);
   };
   try {
     let cloud: CloudProcess | undefined;
@@ -109,9 +122,11 @@ export async function startWholeStation(options: WholeStationOptions): Promise<W
         masterKeyHex: DEMO.masterKeyHex,
         operatorToken: DEMO.operatorToken,
       });
+      if (cloud.child.pid) children.add(cloud.child.pid);
       log(`cloud        ${cloud.url} (pid ${cloud.child.pid})`);
     };
     const stopCloud = async () => {
+      if (cloud?.child.pid) children.delete(cloud.child.pid);
       await cloud?.stop();
       cloud = undefined;
     };
@@ -183,6 +198,7 @@ export async function startWholeStation(options: WholeStationOptions): Promise<W
       logLevel: options.gatewayLogLevel ?? 'info',
       extraArgs: options.gatewayOnline ? ['--cloud', cloudUrl] : [],
     });
+    children.add(gateway.pid);
     cleanups.push(async () => {
       await gateway.stop();
     });
