@@ -507,16 +507,31 @@ export async function startWebBluetoothBridge(
     const { peripheral } = device;
     const address = device.info.address;
     const t = performance.now();
-    const mtuSeen = new Promise<number>((resolve) =>
-      peripheral.once('mtu', (value: number) => resolve(value)),
-    );
-    // `mtu` is read by noble's hci bindings (connect parameters) but missing from its types.
-    await withTimeout(
-      (peripheral.connectAsync as (o: { mtu: number }) => Promise<void>).call(peripheral, { mtu }),
-      opMs,
-      `connect to ${address}`,
-    );
-    const linkMtu = (await settlesWithin(mtuSeen, Math.min(opMs, 2_000))) ?? 23;
+    let onMtu: ((value: number) => void) | undefined;
+    const mtuSeen = new Promise<number>((resolve) => {
+      onMtu = resolve;
+      peripheral.once('mtu', resolve);
+    });
+    let droppedEarly = false;
+    const onEarlyDisconnect = () => {
+      droppedEarly = true;
+    };
+    peripheral.once('disconnect', onEarlyDisconnect);
+    let linkMtu: number;
+    try {
+      // `mtu` is read by noble's hci bindings (connect parameters) but missing from its types.
+      await withTimeout(
+        (peripheral.connectAsync as (o: { mtu: number }) => Promise<void>).call(peripheral, { mtu }),
+        opMs,
+        `connect to ${address}`,
+      );
+      // The exchange follows the connection; a peer that never answers it leaves the MTU at 23.
+      linkMtu = (await settlesWithin(mtuSeen, Math.min(opMs, 2_000))) ?? 23;
+    } finally {
+      if (onMtu) peripheral.removeListener('mtu', onMtu);
+      peripheral.removeListener('disconnect', onEarlyDisconnect);
+    }
+    if (droppedEarly) throw new Error(`${address} disconnected right after connecting`);
     const link: Link = {
       address,
       peripheral,
