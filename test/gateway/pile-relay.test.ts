@@ -8,7 +8,7 @@
  */
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -16,6 +16,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PileEvent } from '../../gateway/src/contracts.ts';
 import { type RelayPileConfig, relayPileSchema } from '../../gateway/src/pile/relay/config.ts';
 import { GpioError } from '../../gateway/src/pile/relay/gpio.ts';
+import { gpioReleaseBehaviour } from '../../gateway/src/pile/relay/gpio-release.ts';
 import {
   type LibgpiodLine,
   type LibgpiodModule,
@@ -608,6 +609,50 @@ describe('relay EVSE: meter decoding', () => {
       await bus.close();
       await s.close();
     }
+  });
+});
+
+describe('relay EVSE: the kernel must let a dead process switch off', () => {
+  function sysfs(parameters: Record<string, string>): string {
+    const root = mkdtempSync(join(dataDir, 'sys-'));
+    for (const [driver, value] of Object.entries(parameters)) {
+      const dir = join(root, 'module', driver, 'parameters');
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(join(dir, 'persist_gpio_outputs'), `${value}\n`);
+    }
+    return root;
+  }
+
+  it('reads persist_gpio_outputs of the Pi 1–4 and Pi 5 pinctrl drivers', () => {
+    expect(gpioReleaseBehaviour(sysfs({ pinctrl_bcm2835: 'Y' }))).toBe('keeps-output');
+    expect(gpioReleaseBehaviour(sysfs({ pinctrl_rp1: 'Y' }))).toBe('keeps-output');
+    expect(gpioReleaseBehaviour(sysfs({ pinctrl_bcm2835: 'N' }))).toBe('reverts-to-input');
+    expect(gpioReleaseBehaviour(sysfs({}))).toBe('unknown');
+  });
+
+  it('refuses to drive an EVSE where released outputs stay driven (Raspberry Pi default without strict_gpiod)', async () => {
+    const config = relayConfig({ gpioChip: 'gpiochip9' });
+    await expect(
+      openRelayPile(config, { dataDir, sysfsRoot: sysfs({ pinctrl_bcm2835: 'Y' }) }),
+    ).rejects.toMatchObject({
+      name: 'GpioError',
+      code: 'persist',
+      message: expect.stringContaining('dtparam=strict_gpiod'),
+    });
+    // With strict_gpiod the check passes and the chip is next (none on this machine).
+    await expect(
+      openRelayPile(config, { dataDir, sysfsRoot: sysfs({ pinctrl_bcm2835: 'N' }) }),
+    ).rejects.toMatchObject({
+      name: 'GpioError',
+      code: expect.stringMatching(/^(chip|unavailable)$/),
+    });
+    const warnings: unknown[] = [];
+    await expect(
+      openRelayPile(config, { dataDir, sysfsRoot: sysfs({}), onError: (e) => warnings.push(e) }),
+    ).rejects.toThrow(GpioError);
+    expect(warnings).toEqual([
+      expect.objectContaining({ code: 'persist', message: expect.stringContaining('cannot tell') }),
+    ]);
   });
 });
 

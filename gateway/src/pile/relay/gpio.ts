@@ -41,9 +41,12 @@ export interface GpioLines {
   close(): void;
 }
 
-/** The GPIO layer cannot be used (module missing, chip absent, line busy, permission). */
+/**
+ * The GPIO layer cannot be used (module missing, chip absent, line busy, permission), or must
+ * not be: `persist` = this kernel keeps outputs driven after the process ends (see gpio-release.ts).
+ */
 export class GpioError extends Error {
-  readonly code: 'unavailable' | 'chip' | 'line';
+  readonly code: 'unavailable' | 'chip' | 'line' | 'persist';
   constructor(code: GpioError['code'], message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'GpioError';

@@ -1,5 +1,6 @@
 /**
- * Builds the relay PileDriver from its validated config: opens the GPIO chip (node-libgpiod,
+ * Builds the relay PileDriver from its validated config: refuses a kernel that keeps GPIO
+ * outputs driven after the process ends (gpio-release.ts), opens the GPIO chip (node-libgpiod,
  * loaded lazily, unless a line layer is injected), requests every enable output first — each
  * driven inactive in its request — then the inputs, opens the Modbus bus and the meters, and
  * polls once so the gateway's start-up recovery can read every connector. On any failure it
@@ -10,7 +11,8 @@
 import { join } from 'node:path';
 import { type PileTimers, systemTimers } from '../timers.ts';
 import type { RelayPileConfig } from './config.ts';
-import type { GpioLines, InputLine, OutputLine } from './gpio.ts';
+import { GpioError, type GpioLines, type InputLine, type OutputLine } from './gpio.ts';
+import { gpioReleaseBehaviour, STRICT_GPIOD_ADVICE } from './gpio-release.ts';
 import { openLibgpiodLines } from './libgpiod-lines.ts';
 import type { EnergyMeter } from './meter.ts';
 import { type ModbusBus, openModbusBus } from './modbus-bus.ts';
@@ -25,6 +27,8 @@ export interface RelayPileDeps {
   /** The line layer; default libgpiod on `config.gpioChip`. */
   readonly gpio?: GpioLines;
   readonly timers?: PileTimers;
+  /** Where the kernel's GPIO parameters are read (default /sys); checked only for the libgpiod layer. */
+  readonly sysfsRoot?: string;
   /** Overrides `config.pollMs`; 0 = no background polling (tests call `poll()`). */
   readonly pollMs?: number;
   /** Failed background polls, listener exceptions, S0 persist errors (default console.error). */
@@ -37,6 +41,24 @@ const FEEDBACK_POLL_MS = 20;
 export async function openRelayPile(config: RelayPileConfig, deps: RelayPileDeps): Promise<RelayPileDriver> {
   const timers = deps.timers ?? systemTimers;
   const onError = deps.onError ?? ((error: unknown) => console.error('relay pile:', error));
+  if (!deps.gpio) {
+    // Fail closed: with outputs that stay driven after a crash, "dead process = off" is false.
+    const behaviour = gpioReleaseBehaviour(deps.sysfsRoot);
+    if (behaviour === 'keeps-output') {
+      throw new GpioError(
+        'persist',
+        `this kernel keeps GPIO outputs driven after the process ends (persist_gpio_outputs=Y): ${STRICT_GPIOD_ADVICE}`,
+      );
+    }
+    if (behaviour === 'unknown') {
+      onError(
+        new GpioError(
+          'persist',
+          `cannot tell whether released GPIO outputs return to input (no persist_gpio_outputs parameter); on a Raspberry Pi ${STRICT_GPIOD_ADVICE}`,
+        ),
+      );
+    }
+  }
   const gpio = deps.gpio ?? (await openLibgpiodLines(config.gpioChip));
   const lines: (OutputLine | InputLine)[] = [];
   const meters: EnergyMeter[] = [];
