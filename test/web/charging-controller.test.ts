@@ -198,6 +198,29 @@ describe('tap to charge (PWA controller, gateway in-process)', () => {
     expect(receipt?.energyWh).toBe(700);
   });
 
+  it('a radio that stops answering mid-presentation fails the tap instead of hanging', async () => {
+    const { stored, deviceKey } = await storedVoucher();
+    let disconnected = false;
+    const { c } = controller(deviceKey, {
+      answerTimeoutMs: 200,
+      connect: async () => ({
+        readHello: () => new Promise<Uint8Array>(() => {}),
+        write: async () => {},
+        onNotify: () => () => {},
+        onDisconnect: () => () => {},
+        disconnect: () => {
+          disconnected = true;
+        },
+      }),
+    });
+    expect(await c.start(stored, 1)).toEqual({
+      phase: 'failed',
+      failure: { kind: 'gateway', code: ErrorCode.DEADLINE_EXCEEDED },
+    });
+    expect(disconnected).toBe(true);
+    expect((await store.getVoucher(stored.cti))?.localState).toBe('ready');
+  });
+
   it('a connect failure maps through the Bluetooth classifier', async () => {
     const { stored, deviceKey } = await storedVoucher();
     const { c } = controller(deviceKey, {

@@ -135,6 +135,18 @@ describe('Web Bluetooth PhoneLink', () => {
     expect(dropped).toBe(1);
   });
 
+  it('gives up on a GATT connection that never answers ("connect-failed", link released)', async () => {
+    const fake = fakeBluetooth();
+    fake.gatt.connect = () => {
+      fake.gatt.connected = true;
+      return new Promise(() => {});
+    };
+    const err = await connectGateway({ connectTimeoutMs: 50 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WebBluetoothError);
+    expect((err as WebBluetoothError).failure).toBe('connect-failed');
+    expect(fake.gatt.connected).toBe(false);
+  });
+
   it('maps a cancelled chooser to "cancelled"', async () => {
     fakeBluetooth(new DOMException('User cancelled the requestDevice() chooser.', 'NotFoundError'));
     await expect(connectGateway()).rejects.toMatchObject({ failure: 'cancelled' });

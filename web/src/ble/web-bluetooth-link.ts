@@ -175,7 +175,20 @@ export interface WebBluetoothLink extends PhoneLink {
  * Asks the user to choose the gateway and connects. Must run from a user gesture (a tap).
  * Throws {@link WebBluetoothError}.
  */
-export async function connectGateway(options: { gatewayId?: string } = {}): Promise<WebBluetoothLink> {
+/** GATT connect + discovery + subscribe; Chrome's own link timeouts are longer and vary. */
+export const CONNECT_TIMEOUT_MS = 20_000;
+
+function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+export async function connectGateway(
+  options: { gatewayId?: string; connectTimeoutMs?: number } = {},
+): Promise<WebBluetoothLink> {
   const bluetooth = webBluetooth();
   if (!bluetooth) throw new WebBluetoothError('unsupported');
   if (bluetooth.getAvailability && !(await bluetooth.getAvailability().catch(() => true))) {
@@ -196,16 +209,23 @@ export async function connectGateway(options: { gatewayId?: string } = {}): Prom
   let control: BluetoothCharacteristic;
   let events: BluetoothCharacteristic;
   try {
-    const server = await gatt.connect();
-    const service = await server.getPrimaryService(SERVICE_UUID);
-    [hello, control, events] = await Promise.all([
-      service.getCharacteristic(HELLO_CHARACTERISTIC_UUID),
-      service.getCharacteristic(CONTROL_CHARACTERISTIC_UUID),
-      service.getCharacteristic(EVENTS_CHARACTERISTIC_UUID),
-    ]);
-    // Subscribe before returning: PhoneLink.onNotify is synchronous, and no event may be
-    // missed between the first write and the subscription.
-    await events.startNotifications();
+    // The chooser waits for the driver; connecting must not wait forever for the radio.
+    [hello, control, events] = await withDeadline(
+      (async () => {
+        const server = await gatt.connect();
+        const service = await server.getPrimaryService(SERVICE_UUID);
+        const found = await Promise.all([
+          service.getCharacteristic(HELLO_CHARACTERISTIC_UUID),
+          service.getCharacteristic(CONTROL_CHARACTERISTIC_UUID),
+          service.getCharacteristic(EVENTS_CHARACTERISTIC_UUID),
+        ]);
+        // Subscribe before returning: PhoneLink.onNotify is synchronous, and no event may be
+        // missed between the first write and the subscription.
+        await found[2].startNotifications();
+        return found;
+      })(),
+      options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+    );
   } catch (err) {
     if (gatt.connected) gatt.disconnect();
     throw new WebBluetoothError('connect-failed', { cause: err });

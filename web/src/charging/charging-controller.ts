@@ -151,9 +151,22 @@ export class ChargingController {
     );
     firstAnswer.catch(() => undefined);
     this.#set({ phase: 'presenting' });
+    const timeoutMs = this.#deps.answerTimeoutMs ?? 15_000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await session.present(connector, this.#deps.nowSeconds());
+      // A radio that stops answering mid-presentation must not leave the driver waiting forever.
+      await Promise.race([
+        session.present(connector, this.#deps.nowSeconds()),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new ProtocolError(ErrorCode.DEADLINE_EXCEEDED)), timeoutMs);
+        }),
+      ]).finally(() => clearTimeout(timer));
     } catch (err) {
+      if (err instanceof ProtocolError && err.code === ErrorCode.DEADLINE_EXCEEDED) {
+        this.#close();
+        this.#set({ phase: 'failed', failure: { kind: 'gateway', code: ErrorCode.DEADLINE_EXCEEDED } });
+        return this.#state;
+      }
       if (err instanceof ProtocolError && session.hello === undefined) {
         // The hello failed the voucher's gateway-key check: a clone or a neighbour's station.
         this.#close();
