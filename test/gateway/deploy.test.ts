@@ -601,28 +601,43 @@ describe('docs/raspberry-pi.md', () => {
   });
 
   it('the config reference states every default as the schema applies it', () => {
-    // Defaults of the top level, and of sections that are optional (filled with their minimum).
-    const withDefaults = parseConfig({ gatewayId: 'gw-0001' }) as Record<string, unknown>;
-    const sections = parseConfig({
-      gatewayId: 'gw-0001',
-      pile: 'ocpp',
+    // The top level's defaults, and each optional section's, filled from its smallest valid
+    // form (a section added without an entry here fails: its defaults would go unchecked).
+    const top = parseConfig({ gatewayId: 'gw-0001' }) as Record<string, unknown>;
+    const smallest: Record<string, unknown> = {
       ocpp: { chargePointId: 'CP1' },
-    }) as Record<string, unknown>;
+      relay: {
+        connectors: [
+          {
+            connector: 1,
+            enable: { line: 17 },
+            feedback: { line: 27 },
+            meter: { type: 'modbus', unitId: 1, model: 'sdm630', meterId: 'm1' },
+          },
+        ],
+        modbus: { port: '/dev/ttyAMA0' },
+      },
+      can: {},
+    };
+    const shape = configSchema.shape as Record<string, { parse(v: unknown): unknown }>;
+    const sections = Object.keys(shape).filter((k) => configLeaves(shape[k]).some((p) => p !== ''));
+    expect(sections.filter((k) => k !== 'limits' && !(k in smallest))).toEqual([]);
+    const filled: Record<string, unknown> = { ...top };
+    for (const [name, input] of Object.entries(smallest)) filled[name] = shape[name]!.parse(input);
+    const given = new Set(['gatewayId', 'ocpp.chargePointId', 'relay.connectors', 'relay.modbus.port']);
     const valueAt = (path: string) =>
-      path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], {
-        ...sections,
-        ...withDefaults,
-        ocpp: sections.ocpp,
-      });
+      path.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], filled);
     const wrong: string[] = [];
     for (const path of configLeaves(configSchema)) {
       const value = valueAt(path);
-      if (value === undefined || path === 'gatewayId' || path === 'ocpp.chargePointId') continue;
-      const line = row(path);
-      if (!line?.includes(`\`${JSON.stringify(value)}\``))
+      if (value === undefined || given.has(path)) continue;
+      if (!row(path)?.includes(`\`${JSON.stringify(value)}\``))
         wrong.push(`${path}: default ${JSON.stringify(value)}`);
     }
     expect(wrong).toEqual([]);
+    // And the check sees the sections' defaults at all.
+    expect(valueAt('can.interface')).toBe('can0');
+    expect(valueAt('relay.modbus.baudRate')).toBe(9600);
   });
 
   it('is linked from the README and docs/gateway.md; the wiring diagram exists', () => {
