@@ -160,6 +160,10 @@ check_os() {
   [ "$codename" = bookworm ] || warn "made for Raspberry Pi OS bookworm (found ${codename:-unknown}); continuing"
   [ "$arch" = arm64 ] || warn "made for 64-bit Raspberry Pi OS (arm64; found $arch); continuing"
   [ -e /dev/rtc0 ] || warn "no RTC (/dev/rtc0): after a power cut without network the clock restarts from the last saved time — fit a battery-backed RTC (docs/raspberry-pi.md)"
+  local boot_config=/boot/firmware/config.txt
+  if [ -r "$boot_config" ] && ! grep -Eq '^[[:space:]]*dtparam=strict_gpiod' "$boot_config"; then
+    warn "relay-enabled EVSEs need dtparam=strict_gpiod in $boot_config (outputs released when the gateway dies); the relay driver refuses to start without it"
+  fi
 }
 
 check_node() {
