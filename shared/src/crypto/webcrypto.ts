@@ -20,6 +20,13 @@ const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 const ECDH_P256 = { name: 'ECDH', namedCurve: 'P-256' } as const;
 const ECDSA_SHA256 = { name: 'ECDSA', hash: 'SHA-256' } as const;
 
+/** PKCS #8 PrivateKeyInfo for P-256 up to the 32-byte scalar: version 0, id-ecPublicKey with
+ * prime256v1, and an ECPrivateKey (version 1) without parameters or public key. */
+const PKCS8_P256_PREFIX = new Uint8Array([
+  0x30, 0x41, 0x02, 0x01, 0x00, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+  0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x04, 0x27, 0x30, 0x25, 0x02, 0x01, 0x01, 0x04, 0x20,
+]);
+
 export interface WebCryptoProvider extends CryptoProvider {
   /** Rebuilds a SigningKey from a key pair kept in IndexedDB. */
   signingKeyFromKeyPair(keyPair: CryptoKeyPair): Promise<WebCryptoSigningKey>;
@@ -66,24 +73,20 @@ export function createWebCrypto(webCrypto: Crypto = globalThis.crypto): WebCrypt
   }
 
   /**
-   * JWK of a raw private scalar (with its public point, which WebCrypto requires). Only vectors
-   * and tests import raw scalars, so the curve library is loaded on demand, never by the app.
+   * JWK of a raw private scalar, with the public point WebCrypto requires in a JWK. WebCrypto
+   * computes that point itself from a PKCS #8 ECPrivateKey that omits it (RFC 5915 makes the
+   * field optional): import once as extractable, export the JWK. Only vectors and tests import
+   * raw scalars; the keys they get are re-imported non-extractable.
    */
   async function privateJwk(privateKey: Uint8Array): Promise<JsonWebKey> {
-    const { p256 } = await import('@noble/curves/nist.js');
-    const pub = p256.getPublicKey(privateKey, false);
-    const b64 = (b: Uint8Array) =>
-      btoa(String.fromCharCode(...b))
-        .replace(/\+/g, '-')
-        .replace(/\//g, '_')
-        .replace(/=+$/, '');
-    return {
-      kty: 'EC',
-      crv: 'P-256',
-      d: b64(privateKey),
-      x: b64(pub.subarray(1, 33)),
-      y: b64(pub.subarray(33)),
-    };
+    if (privateKey.length !== 32)
+      throw new ProtocolError(ErrorCode.MALFORMED, 'P-256 scalar must be 32 bytes');
+    const der = new Uint8Array(PKCS8_P256_PREFIX.length + 32);
+    der.set(PKCS8_P256_PREFIX);
+    der.set(privateKey, PKCS8_P256_PREFIX.length);
+    const key = await subtle.importKey('pkcs8', der, ECDSA_P256, true, ['sign']);
+    const { kty, crv, d, x, y } = await subtle.exportKey('jwk', key);
+    return { kty, crv, d, x, y };
   }
 
   return {
