@@ -370,6 +370,11 @@ export async function startHciHub(options: HciHubOptions): Promise<HciHub> {
         }
         await sleep(20);
       }
+      // btvirt drops a controller it cannot create: make sure this one answers before any host
+      // opens the pty (a dead one would only show as a peripheral stuck "poweredOff").
+      await probeController(device, PROBE_TIMEOUT_MS).catch((err: Error) => {
+        throw new Error(`HCI hub: ${pty}: ${err.message}`);
+      });
     }
   } catch (err) {
     await stop();
@@ -394,6 +399,36 @@ export async function startHciHub(options: HciHubOptions): Promise<HciHub> {
     },
     stop,
   };
+}
+
+/** How long btvirt's controller may take to answer the hub's HCI_Reset. */
+const PROBE_TIMEOUT_MS = 5_000;
+
+/** Sends HCI_Reset to the device's controller and swallows its Command Complete. */
+function probeController(device: HubDevice, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const controller = device.controller;
+    if (!controller) {
+      reject(new Error('no controller connection'));
+      return;
+    }
+    const matcher = (e: Buffer) => {
+      const answered = e[0] === H4_EVENT && e[1] === 0x0e && e.length >= 7 && e.readUInt16LE(4) === 0x0c03;
+      if (answered) {
+        clearTimeout(timer);
+        if (e[6] === 0x00) resolve();
+        else reject(new Error(`btvirt's controller answered HCI_Reset with status ${e[6]}`));
+      }
+      return answered;
+    };
+    const timer = setTimeout(() => {
+      const index = device.swallow.indexOf(matcher);
+      if (index >= 0) device.swallow.splice(index, 1);
+      reject(new Error(`btvirt's controller did not answer HCI_Reset within ${timeoutMs} ms`));
+    }, timeoutMs);
+    device.swallow.push(matcher);
+    controller.write(Buffer.from([H4_COMMAND, 0x03, 0x0c, 0x00]));
+  });
 }
 
 interface Exited {
