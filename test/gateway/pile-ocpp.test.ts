@@ -676,7 +676,7 @@ describe('OCPP config section', () => {
     });
     expect(errorOf(base)).toContain('ocpp: required when pile is "ocpp"');
     expect(errorOf({ ...base, pile: 'ocpp:x' })).toContain(
-      'pile: expected "sim", "sim:<socket path>" or "ocpp"',
+      'pile: expected "sim", "sim:<socket path>", "ocpp", "relay" or "can"',
     );
   });
 
