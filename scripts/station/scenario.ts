@@ -92,24 +92,28 @@ export class Scenario {
     await this.page.waitForFunction(() => navigator.serviceWorker.controller !== null);
   }
 
-  async register(email: string, password: string): Promise<void> {
-    await this.step('register', async () => {
+  /** Wallet tab → credentials → `button` ('register' or 'sign-in') → the balance shows. */
+  async #account(
+    step: string,
+    email: string,
+    password: string,
+    button: 'register' | 'sign-in',
+  ): Promise<void> {
+    await this.step(step, async () => {
       await this.page.getByTestId('tab-wallet').click();
       await this.page.getByTestId('email').fill(email);
       await this.page.getByTestId('password').fill(password);
-      await this.page.getByTestId('register').click();
+      await this.page.getByTestId(button).click();
       await this.page.getByTestId('balance').waitFor();
     });
   }
 
-  async signIn(email: string, password: string): Promise<void> {
-    await this.step('sign in', async () => {
-      await this.page.getByTestId('tab-wallet').click();
-      await this.page.getByTestId('email').fill(email);
-      await this.page.getByTestId('password').fill(password);
-      await this.page.getByTestId('sign-in').click();
-      await this.page.getByTestId('balance').waitFor();
-    });
+  register(email: string, password: string): Promise<void> {
+    return this.#account('register', email, password, 'register');
+  }
+
+  signIn(email: string, password: string): Promise<void> {
+    return this.#account('sign in', email, password, 'sign-in');
   }
 
   async topUp(amountText: string, expectBalanceText: RegExp): Promise<void> {

@@ -6,25 +6,10 @@
  * @module
  */
 
-import type { Tariff } from '../../../shared/src/tariff.ts';
+import type { StationView } from '../../../cloud/src/domain/stations.ts';
 
-export interface ConnectorSpec {
-  readonly id: number;
-  /** Rated power, W. */
-  readonly powerW: number;
-}
-
-export interface StationView {
-  readonly id: string;
-  readonly name: string;
-  readonly location: string | null;
-  readonly currency: string;
-  readonly tariff: Tariff;
-  readonly connectors: readonly ConnectorSpec[];
-  readonly online: boolean;
-  readonly keyDigest: string | null;
-  readonly lastSeenAt: number | null;
-}
+// The cloud's own definitions (type-only: nothing of the server is bundled into the app).
+export type { ConnectorSpec, StationView } from '../../../cloud/src/domain/stations.ts';
 
 export interface Wallet {
   readonly currency: string;

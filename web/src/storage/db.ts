@@ -155,13 +155,27 @@ export class PhoneStore {
     return next;
   }
 
-  /** Keeps the first copy of a receipt (same hash = same bytes); returns whether it was new. */
-  async addReceipt(receipt: StoredReceipt): Promise<boolean> {
-    const tx = this.db.transaction('receipts', 'readwrite');
-    const known = await tx.store.get(receipt.hash);
-    if (!known) await tx.store.put(receipt);
+  /** Keeps the first copy (same hash = same bytes); returns whether it was new. */
+  async #addOnce<S extends 'receipts' | 'reports'>(
+    store: S,
+    value: PilePassSchema[S]['value'],
+  ): Promise<boolean> {
+    const tx = this.db.transaction(store, 'readwrite');
+    const known = await tx.store.get(value.hash);
+    if (!known) await tx.store.put(value);
     await tx.done;
     return !known;
+  }
+
+  async #markUploaded(store: 'receipts' | 'reports', hash: string): Promise<void> {
+    const tx = this.db.transaction(store, 'readwrite');
+    const r = await tx.store.get(hash);
+    if (r) await tx.store.put({ ...r, uploaded: true });
+    await tx.done;
+  }
+
+  addReceipt(receipt: StoredReceipt): Promise<boolean> {
+    return this.#addOnce('receipts', receipt);
   }
 
   async receipts(): Promise<StoredReceipt[]> {
@@ -173,30 +187,20 @@ export class PhoneStore {
     return this.db.getAllFromIndex('receipts', 'cti', cti);
   }
 
-  async markReceiptUploaded(hash: string): Promise<void> {
-    const tx = this.db.transaction('receipts', 'readwrite');
-    const r = await tx.store.get(hash);
-    if (r) await tx.store.put({ ...r, uploaded: true });
-    await tx.done;
+  markReceiptUploaded(hash: string): Promise<void> {
+    return this.#markUploaded('receipts', hash);
   }
 
-  async addReport(report: StoredReport): Promise<boolean> {
-    const tx = this.db.transaction('reports', 'readwrite');
-    const known = await tx.store.get(report.hash);
-    if (!known) await tx.store.put(report);
-    await tx.done;
-    return !known;
+  addReport(report: StoredReport): Promise<boolean> {
+    return this.#addOnce('reports', report);
   }
 
   reports(): Promise<StoredReport[]> {
     return this.db.getAll('reports');
   }
 
-  async markReportUploaded(hash: string): Promise<void> {
-    const tx = this.db.transaction('reports', 'readwrite');
-    const r = await tx.store.get(hash);
-    if (r) await tx.store.put({ ...r, uploaded: true });
-    await tx.done;
+  markReportUploaded(hash: string): Promise<void> {
+    return this.#markUploaded('reports', hash);
   }
 
   /** Stores a bundle unless a newer version is already kept. */

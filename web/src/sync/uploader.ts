@@ -23,44 +23,63 @@ export interface SyncOutcome {
 /** Upload outcomes that settle a receipt for good (anything else is retried later). */
 const FINAL_RECEIPT_STATUSES = new Set(['settled', 'duplicate', 'conflict', 'rejected', 'accepted']);
 
-export async function uploadPending(cloud: CloudClient, store: PhoneStore): Promise<SyncOutcome> {
-  let uploadedReceipts = 0;
-  let uploadedReports = 0;
+interface Pending {
+  readonly hash: string;
+  readonly bytes: Uint8Array;
+  readonly uploaded: boolean;
+}
+
+/**
+ * Uploads each item not yet uploaded until the cloud stops answering; returns how many went
+ * home, how many wait, and whether the cloud was unreachable. A typed refusal (4xx, e.g. an
+ * unknown voucher) stays pending: the gateway's own copy may settle it first.
+ */
+async function uploadEach<T extends Pending>(
+  items: readonly T[],
+  upload: (bytes: Uint8Array) => Promise<{ readonly status?: string }>,
+  isFinal: (status: string | undefined) => boolean,
+  markUploaded: (hash: string) => Promise<void>,
+  offlineAlready: boolean,
+): Promise<{ uploaded: number; pending: number; offline: boolean }> {
+  let uploaded = 0;
   let pending = 0;
-  let offline = false;
-  for (const receipt of await store.receipts()) {
-    if (receipt.uploaded) continue;
+  let offline = offlineAlready;
+  for (const item of items) {
+    if (item.uploaded) continue;
     if (offline) {
       pending++;
       continue;
     }
     try {
-      const outcome = await cloud.uploadReceipt(receipt.bytes);
-      if (FINAL_RECEIPT_STATUSES.has(outcome.status)) {
-        await store.markReceiptUploaded(receipt.hash);
-        uploadedReceipts++;
+      const outcome = await upload(item.bytes);
+      if (isFinal(outcome.status)) {
+        await markUploaded(item.hash);
+        uploaded++;
       } else pending++;
     } catch (err) {
       pending++;
       if ((err as { offline?: boolean }).offline) offline = true;
-      // A typed 4xx (e.g. unknown voucher) stays pending: the gateway's copy may settle it.
     }
   }
-  for (const report of await store.reports()) {
-    if (report.uploaded) continue;
-    if (offline) {
-      pending++;
-      continue;
-    }
-    try {
-      await cloud.uploadReport(report.bytes);
-      await store.markReportUploaded(report.hash);
-      uploadedReports++;
-    } catch (err) {
-      pending++;
-      if ((err as { offline?: boolean }).offline) offline = true;
-    }
-  }
+  return { uploaded, pending, offline };
+}
+
+export async function uploadPending(cloud: CloudClient, store: PhoneStore): Promise<SyncOutcome> {
+  const receipts = await uploadEach(
+    await store.receipts(),
+    (bytes) => cloud.uploadReceipt(bytes),
+    (status) => status !== undefined && FINAL_RECEIPT_STATUSES.has(status),
+    (hash) => store.markReceiptUploaded(hash),
+    false,
+  );
+  const reports = await uploadEach(
+    await store.reports(),
+    (bytes) => cloud.uploadReport(bytes),
+    () => true,
+    (hash) => store.markReportUploaded(hash),
+    receipts.offline,
+  );
+  let offline = reports.offline;
   let bundles = 0;
   if (!offline) {
     const gateways = new Set((await store.vouchers()).map((v) => v.gatewayId));
@@ -77,5 +96,11 @@ export async function uploadPending(cloud: CloudClient, store: PhoneStore): Prom
       }
     }
   }
-  return { uploadedReceipts, uploadedReports, pending, bundles, offline };
+  return {
+    uploadedReceipts: receipts.uploaded,
+    uploadedReports: reports.uploaded,
+    pending: receipts.pending + reports.pending,
+    bundles,
+    offline,
+  };
 }
