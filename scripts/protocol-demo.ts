@@ -1,5 +1,5 @@
 /**
- * `npm start` until the station parts exist: the whole protocol in one process, printed step
+ * `npm run demo:protocol`: the whole protocol in one process, printed step
  * by step — issue a voucher, the gateway's hello, the phone's sealed token, the gateway's
  * authorization, a secure status frame, the receipt, and the cloud's check of it.
  */
