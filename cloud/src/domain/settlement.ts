@@ -35,8 +35,8 @@ import type { Queryable } from '../db/database.ts';
 import { type CloudContext, DomainError } from './context.ts';
 import { holdProvider } from './holds.ts';
 import { MONEY_TX } from './money.ts';
-import { connectorsOf, type GatewayRow, gatewayById, raiseAlert } from './stations.ts';
-import { holdRefOf, refundHold, releaseDeviceAllowance, type VoucherRow, voucherByCti } from './vouchers.ts';
+import { connectorsOf, type GatewayRow, gatewayById, raiseAlert, recentGatewayById } from './stations.ts';
+import { holdRefOf, refundHold, releaseDeviceAllowance, type VoucherRow } from './vouchers.ts';
 
 export type ReceiptSource = 'gateway' | 'phone';
 export type ReceiptOutcome =
@@ -54,6 +54,19 @@ export type ReceiptOutcome =
 const ENERGY_MARGIN = 1.05;
 const ENERGY_SLACK_WH = 10;
 
+/** What is already known about a receipt, read in one query before anything else. */
+interface ReceiptContext {
+  /** Status of a stored receipt with these exact bytes (hash), if any. */
+  readonly known: string | null;
+  /** Another verified receipt of this gateway claiming the same predecessor (a fork). */
+  readonly sibling: Uint8Array | null;
+  /** The predecessor, when we hold it. */
+  readonly predecessor: Uint8Array | null;
+}
+
+/** The voucher the receipt names, with the receipt context, in one round trip. */
+type ReceiptLookup = ReceiptContext & Partial<VoucherRow>;
+
 export async function processReceipt(
   ctx: CloudContext,
   bytes: Uint8Array,
@@ -67,53 +80,52 @@ export async function processReceipt(
   } catch (err) {
     throw new DomainError('malformed_receipt', err instanceof ProtocolError ? err.message : 'not a receipt');
   }
-  const known = await ctx.db.maybeOne<{ status: string }>('SELECT status FROM receipts WHERE hash = $1', [
-    hash,
-  ]);
-  if (known) return { status: 'duplicate', hash: hex };
-
   const body = receipt.body;
+  const lookup = await ctx.db.one<ReceiptLookup>(
+    `SELECT v.*,
+       (SELECT status FROM receipts WHERE hash = $1) AS known,
+       (SELECT hash FROM receipts
+         WHERE gateway_id = $2 AND previous_hash = $3 AND hash <> $1 AND gateway_verified LIMIT 1) AS sibling,
+       (SELECT hash FROM receipts WHERE hash = $3) AS predecessor
+     FROM (SELECT 1 AS one) AS x LEFT JOIN vouchers v ON v.cti = $4`,
+    [hash, body.gatewayId, body.previousReceiptHash, body.cti],
+  );
+  if (lookup.known !== null) return { status: 'duplicate', hash: hex };
+
   // The gateway signature first, under the key registered for the gateway the receipt names:
   // only receipts that verify count towards acknowledgements and chain checks.
-  const gateway = await gatewayById(ctx, body.gatewayId);
-  let verified = false;
-  if (gateway?.public_key) {
-    try {
-      await verifyReceipt(nodeCrypto, receipt, gateway.public_key);
-      verified = true;
-    } catch {}
-  }
-  if (!gateway || !verified) {
-    if (gateway)
-      await raiseAlert(ctx, gateway.id, 'forged-receipt', `receipt ${hex} fails the gateway signature`);
+  const gateway = await verifiedGateway(ctx, receipt);
+  if (!gateway.verified) {
+    if (gateway.row)
+      await raiseAlert(ctx, gateway.row.id, 'forged-receipt', `receipt ${hex} fails the gateway signature`);
     return store(ctx, receipt, hash, source, 'rejected', 'gateway signature invalid', false);
   }
-  const voucher = await voucherByCti(ctx.db, body.cti);
+  const station = gateway.row;
+  const voucher = lookup.cti ? (lookup as VoucherRow) : undefined;
   if (!voucher) return store(ctx, receipt, hash, source, 'rejected', 'unknown voucher', true);
-  if (voucher.gateway_id !== gateway.id) {
-    await raiseAlert(ctx, gateway.id, 'forged-receipt', `receipt ${hex} for a voucher of another station`);
+  if (voucher.gateway_id !== station.id) {
+    await raiseAlert(ctx, station.id, 'forged-receipt', `receipt ${hex} for a voucher of another station`);
     return store(ctx, receipt, hash, source, 'rejected', 'voucher is for another station', true);
   }
-  const reason = await checkReceipt(ctx, receipt, voucher, gateway);
+  const reason = await checkReceipt(ctx, receipt, voucher, station);
   if (reason) return store(ctx, receipt, hash, source, 'rejected', reason.detail, true);
 
-  await checkChain(ctx, gateway.id, receipt, hash);
+  await checkChain(ctx, station.id, receipt, hash, lookup);
   const outcome = await ctx.db.transaction(async (tx): Promise<ReceiptOutcome> => {
-    if (await tx.maybeOne('SELECT hash FROM receipts WHERE hash = $1', [hash]))
-      return { status: 'duplicate', hash: hex };
-    const other = await tx.maybeOne<{ hash: Uint8Array }>(
-      "SELECT hash FROM receipts WHERE cti = $1 AND status = 'settled'",
-      [body.cti],
-    );
+    // These bytes stored meanwhile (any status), or another receipt settled for this cti.
     // Read committed: a concurrent copy of these very bytes may have committed just now.
-    if (other && equalBytes(other.hash, hash)) return { status: 'duplicate', hash: hex };
+    const stored = await tx.query<{ hash: Uint8Array }>(
+      "SELECT hash FROM receipts WHERE hash = $1 OR (cti = $2 AND status = 'settled')",
+      [hash, body.cti],
+    );
+    if (stored.some((r) => equalBytes(r.hash, hash))) return { status: 'duplicate', hash: hex };
+    const other = stored[0];
     if (other) {
       const why = `second receipt for cti; settled ${toHex(other.hash)}`;
       await insertReceipt(tx, receipt, hash, source, 'conflict', why, true, ctx.now());
       return { status: 'conflict', hash: hex };
     }
-    const current = (await voucherByCti(tx, body.cti))!;
-    const clawedBack = await settle(tx, current, gateway, body.chargedAmount, ctx.now());
+    const clawedBack = await settle(tx, body.cti, station, body.chargedAmount, ctx.now());
     if (clawedBack === 'raced') {
       // A concurrent receipt settled this voucher first: the same bytes are a duplicate,
       // other bytes a conflict.
@@ -136,8 +148,33 @@ export async function processReceipt(
   }, MONEY_TX);
   // Alerts after the transaction: an equivocating gateway is flagged, never paid twice.
   if (outcome.status === 'conflict')
-    await raiseAlert(ctx, gateway.id, 'conflict', `two receipts for voucher ${toHex(body.cti)}`);
+    await raiseAlert(ctx, station.id, 'conflict', `two receipts for voucher ${toHex(body.cti)}`);
   return outcome;
+}
+
+/**
+ * The gateway the receipt names and whether its registered key signed the receipt. The row may
+ * be a few seconds old (recentGatewayById); a receipt it refuses is checked again on a fresh
+ * row, so a key registered moments ago elsewhere never gets a genuine receipt rejected.
+ */
+async function verifiedGateway(
+  ctx: CloudContext,
+  receipt: Receipt,
+): Promise<{ verified: true; row: GatewayRow } | { verified: false; row: GatewayRow | undefined }> {
+  const check = async (row: GatewayRow | undefined) => {
+    if (!row?.public_key) return false;
+    try {
+      await verifyReceipt(nodeCrypto, receipt, row.public_key);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const recent = await recentGatewayById(ctx, receipt.body.gatewayId);
+  if (recent && (await check(recent))) return { verified: true, row: recent };
+  const fresh = await gatewayById(ctx, receipt.body.gatewayId);
+  if (fresh && (await check(fresh))) return { verified: true, row: fresh };
+  return { verified: false, row: fresh };
 }
 
 async function checkReceipt(
@@ -195,45 +232,42 @@ async function checkReceipt(
   return undefined;
 }
 
-/** Moves the money for a valid receipt; returns whether it was a claw-back. */
+/**
+ * Moves the money for a valid receipt; returns whether it was a claw-back. The voucher's state
+ * changes first, by a state-guarded UPDATE that also returns the row (one statement for the read
+ * and the claim): only the receipt whose UPDATE matched moves money (read committed).
+ */
 async function settle(
   tx: Queryable,
-  voucher: VoucherRow,
+  cti: Uint8Array,
   gateway: GatewayRow,
   charged: number,
   now: number,
 ): Promise<boolean | 'raced'> {
-  if (voucher.state === 'issued' || voucher.state === 'cancelled') {
-    const { rowCount } = await tx.execute(
-      "UPDATE vouchers SET state = 'settled', captured = $1, refunded = hold_amount - $1 WHERE cti = $2 AND state IN ('issued', 'cancelled')",
-      [charged, voucher.cti],
-    );
-    if (rowCount !== 1) return 'raced'; // another receipt settled it first (read committed)
-    await holdProvider(voucher.hold_provider).capture(
-      tx,
-      holdRefOf(voucher, now),
-      charged,
-      gateway.operator_id,
-    );
-    await releaseDeviceAllowance(tx, voucher.device_id, voucher.hold_amount);
+  const held = await tx.maybeOne<VoucherRow>(
+    "UPDATE vouchers SET state = 'settled', captured = $1, refunded = hold_amount - $1 WHERE cti = $2 AND state IN ('issued', 'cancelled') RETURNING *",
+    [charged, cti],
+  );
+  if (held) {
+    await holdProvider(held.hold_provider).capture(tx, holdRefOf(held, now), charged, gateway.operator_id);
+    await releaseDeviceAllowance(tx, held.device_id, held.hold_amount);
     return false;
   }
-  if (voucher.state === 'refunded') {
-    // The hold went back to the wallet already; take the fee back from it (bounded by the hold).
-    const { rowCount } = await tx.execute(
-      "UPDATE vouchers SET state = 'settled', captured = $1, clawed_back = $1 WHERE cti = $2 AND state = 'refunded'",
-      [charged, voucher.cti],
-    );
-    if (rowCount !== 1) return 'raced'; // another receipt settled it first (read committed)
-    await holdProvider(voucher.hold_provider).clawBack(
+  // The hold went back to the wallet already; take the fee back from it (bounded by the hold).
+  const refunded = await tx.maybeOne<VoucherRow>(
+    "UPDATE vouchers SET state = 'settled', captured = $1, clawed_back = $1 WHERE cti = $2 AND state = 'refunded' RETURNING *",
+    [charged, cti],
+  );
+  if (refunded) {
+    await holdProvider(refunded.hold_provider).clawBack(
       tx,
-      holdRefOf(voucher, now),
+      holdRefOf(refunded, now),
       charged,
       gateway.operator_id,
     );
     return true;
   }
-  return 'raced';
+  return 'raced'; // settled by another receipt first
 }
 
 async function insertReceipt(
@@ -293,26 +327,18 @@ async function checkChain(
   gatewayId: string,
   receipt: Receipt,
   hash: Uint8Array,
+  known: ReceiptContext,
 ): Promise<void> {
   const b = receipt.body;
-  const sibling = await ctx.db.maybeOne<{ hash: Uint8Array }>(
-    'SELECT hash FROM receipts WHERE gateway_id = $1 AND previous_hash = $2 AND hash <> $3 AND gateway_verified',
-    [gatewayId, b.previousReceiptHash, hash],
-  );
-  if (sibling)
+  if (known.sibling)
     await raiseAlert(
       ctx,
       gatewayId,
       'fork',
-      `receipts ${toHex(sibling.hash)} and ${toHex(hash)} share a predecessor`,
+      `receipts ${toHex(known.sibling)} and ${toHex(hash)} share a predecessor`,
     );
-  if (!equalBytes(b.previousReceiptHash, GENESIS_RECEIPT_HASH)) {
-    const predecessor = await ctx.db.maybeOne('SELECT hash FROM receipts WHERE hash = $1', [
-      b.previousReceiptHash,
-    ]);
-    if (!predecessor)
-      await raiseAlert(ctx, gatewayId, 'gap', `predecessor of sequence ${b.sequence} not received yet`);
-  }
+  if (!equalBytes(b.previousReceiptHash, GENESIS_RECEIPT_HASH) && !known.predecessor)
+    await raiseAlert(ctx, gatewayId, 'gap', `predecessor of sequence ${b.sequence} not received yet`);
 }
 
 export interface ReportOutcome {

@@ -106,6 +106,7 @@ export async function registerGateway(
       );
     }
   });
+  forgetGateway(ctx, spec.id);
   return { provisioningCode: formatCode(code) };
 }
 
@@ -123,6 +124,7 @@ export async function newProvisioningCode(
     'UPDATE gateways SET provisioning_code_hash = $1, provisioning_expires_at = $2 WHERE id = $3',
     [hashCode(code), ctx.now() + PROVISIONING_CODE_TTL, gatewayId],
   );
+  forgetGateway(ctx, gatewayId);
   if (rowCount !== 1) throw new DomainError('unknown_station', `no station ${gatewayId}`, 404);
   return { provisioningCode: formatCode(code) };
 }
@@ -166,12 +168,64 @@ export async function provisionGateway(
     );
     return row.id;
   });
+  forgetGateway(ctx, gatewayId);
   const { pin } = await ctx.keys.root();
   return { gatewayId, keyReplaced, root: { kid: pin.kid, publicKey: pin.publicKey } };
 }
 
 export async function gatewayById(ctx: CloudContext, id: string): Promise<GatewayRow | undefined> {
   return ctx.db.maybeOne<GatewayRow>('SELECT * FROM gateways WHERE id = $1', [id]);
+}
+
+/**
+ * How long issuing and settlement may use a gateway row read earlier, ms. Every write to the
+ * row in this process drops it at once; another cloud process's change (PostgreSQL, several
+ * processes) is seen after at most this long. What that allows, for at most this long: a
+ * voucher pinned to a key revoked or replaced elsewhere (refunded at expiry like any unused
+ * one), and a receipt checked against the previous key (a receipt the new key signed is
+ * checked again on a fresh row before it is refused: processReceipt).
+ */
+export const GATEWAY_CACHE_MS = 2_000;
+const GATEWAY_CACHE_ROWS = 10_000;
+
+interface GatewayCache {
+  readonly rows: Map<string, { readonly row: GatewayRow; readonly at: number }>;
+  /** Bumped by every write: a read that started before a write must not be cached after it. */
+  generation: number;
+}
+
+/** Per database handle, so two clouds in one process (tests) never share rows. */
+const gatewayCaches = new WeakMap<object, GatewayCache>();
+
+function gatewayCacheOf(ctx: CloudContext): GatewayCache {
+  let cache = gatewayCaches.get(ctx.db);
+  if (!cache) {
+    cache = { rows: new Map(), generation: 0 };
+    gatewayCaches.set(ctx.db, cache);
+  }
+  return cache;
+}
+
+/** `gatewayById` for the hot paths (issuing, settlement): a row read in the last GATEWAY_CACHE_MS. */
+export async function recentGatewayById(ctx: CloudContext, id: string): Promise<GatewayRow | undefined> {
+  const cache = gatewayCacheOf(ctx);
+  const hit = cache.rows.get(id);
+  if (hit && performance.now() - hit.at < GATEWAY_CACHE_MS) return hit.row;
+  const generation = cache.generation;
+  const at = performance.now();
+  const row = await gatewayById(ctx, id);
+  if (row && cache.generation === generation) {
+    if (cache.rows.size >= GATEWAY_CACHE_ROWS) cache.rows.clear();
+    cache.rows.set(id, { row, at });
+  }
+  return row;
+}
+
+/** Call after any write to a gateway row. */
+export function forgetGateway(ctx: CloudContext, id: string): void {
+  const cache = gatewayCacheOf(ctx);
+  cache.generation++;
+  cache.rows.delete(id);
 }
 
 export function connectorsOf(row: GatewayRow): ConnectorSpec[] {
@@ -184,6 +238,7 @@ export function tariffOf(row: GatewayRow): Tariff {
 
 export async function recordHeartbeat(ctx: CloudContext, gatewayId: string): Promise<void> {
   await ctx.db.execute('UPDATE gateways SET last_heartbeat_at = $1 WHERE id = $2', [ctx.now(), gatewayId]);
+  forgetGateway(ctx, gatewayId);
 }
 
 export interface StationView {
@@ -245,6 +300,7 @@ export async function raiseAlert(
       'UPDATE gateways SET flagged_at = $1, flag_reason = $2 WHERE id = $3 AND flagged_at IS NULL',
       [now, kind, gatewayId],
     );
+    forgetGateway(ctx, gatewayId);
   }
 }
 

@@ -21,7 +21,7 @@ import { currentBundleVersion } from './bundle-version.ts';
 import { type CloudContext, DomainError } from './context.ts';
 import { type HoldRef, holdProvider } from './holds.ts';
 import { MONEY_TX } from './money.ts';
-import { connectorsOf, gatewayById, tariffOf } from './stations.ts';
+import { connectorsOf, forgetGateway, recentGatewayById, tariffOf } from './stations.ts';
 
 export type VoucherState = 'issued' | 'cancelled' | 'settled' | 'refunded';
 
@@ -93,7 +93,7 @@ export async function prepareVoucher(ctx: CloudContext, req: IssueRequest): Prom
   } catch {
     throw new DomainError('invalid_device_key', 'not a P-256 public key');
   }
-  const gateway = await gatewayById(ctx, req.gatewayId);
+  const gateway = await recentGatewayById(ctx, req.gatewayId);
   if (!gateway?.key_digest || gateway.key_revoked_at !== null) {
     throw new DomainError('unknown_station', `no provisioned station ${req.gatewayId}`, 404);
   }
@@ -198,14 +198,18 @@ async function reserveDeviceAllowance(
   amount: number,
   cap: number,
 ): Promise<void> {
-  await tx.execute(
-    'INSERT INTO device_allowances (device_id, outstanding) VALUES ($1, 0) ON CONFLICT (device_id) DO NOTHING',
-    [deviceId],
-  );
-  const { rowCount } = await tx.execute(
-    'UPDATE device_allowances SET outstanding = outstanding + $1 WHERE device_id = $2 AND outstanding + $1 <= $3',
-    [amount, deviceId, cap],
-  );
+  // One guarded upsert: a new device starts at `amount` (checked against the cap here), a known
+  // one moves only while the sum stays within the cap — re-checked on the latest row version
+  // under READ COMMITTED, as the conditional UPDATE it replaces was.
+  const { rowCount } =
+    amount > cap
+      ? { rowCount: 0 }
+      : await tx.execute(
+          `INSERT INTO device_allowances (device_id, outstanding) VALUES ($1, $2)
+           ON CONFLICT (device_id) DO UPDATE SET outstanding = device_allowances.outstanding + excluded.outstanding
+           WHERE device_allowances.outstanding + excluded.outstanding <= $3`,
+          [deviceId, amount, cap],
+        );
   if (rowCount !== 1) {
     throw new DomainError(
       'device_cap_reached',
@@ -312,6 +316,7 @@ export async function refundExpiredHolds(ctx: CloudContext, limit = 1_000): Prom
 /** A dead gateway key: vouchers pinned to it can never be used; refund them now. */
 export async function revokeGatewayKey(ctx: CloudContext, gatewayId: string): Promise<number> {
   await ctx.db.execute('UPDATE gateways SET key_revoked_at = $1 WHERE id = $2', [ctx.now(), gatewayId]);
+  forgetGateway(ctx, gatewayId);
   return refundVouchersPinnedTo(ctx, gatewayId, 'gateway key revoked');
 }
 
