@@ -13,10 +13,12 @@
  * Values: BIGINT (int8) and NUMERIC arrive as exact JS numbers (a RangeError when not
  * exactly representable), BYTEA as plain Uint8Array; the parsers are per pool, the global
  * `pg.types` registry is left alone. Statements always use the extended protocol, so one
- * statement per call, as on SQLite.
+ * statement per call, as on SQLite, and are prepared once per connection under a name derived
+ * from their text (parsed and planned once, not on every call).
  * @module
  */
 
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import {
   assertOutsideTransaction,
@@ -91,9 +93,34 @@ function encodePgParam(value: SqlParam): unknown {
   return value;
 }
 
-/** One statement, extended protocol (so never several statements in one call). */
+/** Statement names by SQL text: the repositories' SQL is a bounded set of constant strings. */
+const statementNames = new Map<string, string>();
+const MAX_STATEMENT_NAMES = 2_000;
+
+/**
+ * The name a statement is prepared under on each connection: `pp_` and 96 bits of its text's
+ * SHA-256 (a name must never stand for two texts). Named, a statement is parsed and planned
+ * once per connection instead of on every call.
+ */
+function statementName(sql: string): string | undefined {
+  let name = statementNames.get(sql);
+  if (name === undefined) {
+    // A runaway set of texts (SQL built with values inlined) would prepare without bound.
+    if (statementNames.size >= MAX_STATEMENT_NAMES) return undefined;
+    name = `pp_${createHash('sha256').update(sql).digest('hex').slice(0, 24)}`;
+    statementNames.set(sql, name);
+  }
+  return name;
+}
+
+/** One statement, extended protocol (so never several statements in one call), prepared by name. */
 function statement(sql: string, params: readonly SqlParam[] | undefined): pg.QueryConfig {
-  return { text: sql, values: encodeParams(params, encodePgParam), queryMode: 'extended' } as pg.QueryConfig;
+  return {
+    name: statementName(sql),
+    text: sql,
+    values: encodeParams(params, encodePgParam),
+    queryMode: 'extended',
+  } as pg.QueryConfig;
 }
 
 type PgRunner = Pick<pg.Pool | pg.PoolClient, 'query'>;
