@@ -154,6 +154,39 @@ describe.each<Backend>(['sqlite', 'postgres'])('settlement on %s', (backend) => 
     expect((await listAlerts(world.ctx, GATEWAY_ID)).some((a) => a.kind === 'conflict')).toBe(true);
   });
 
+  it('the same receipt 8 times at once (gateway and phones): settles once, the rest are duplicates', async () => {
+    const before = await walletOf(world.ctx, driverId);
+    const v = await voucher();
+    const bytes = await world.gateway.charge(v.voucher, v.deviceKey, 12_345, 1_800, world.clock.now);
+    const outcomes = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => processReceipt(world.ctx, bytes, i === 0 ? 'gateway' : 'phone')),
+    );
+    expect(outcomes.map((o) => o.status).sort()).toEqual([...Array(7).fill('duplicate'), 'settled']);
+    expect((await walletOf(world.ctx, driverId)).balance).toBe(before.balance - 1_975);
+    const stored = await world.db.query<{ status: string }>('SELECT status FROM receipts WHERE cti = $1', [
+      fromHex(v.cti),
+    ]);
+    expect(stored).toEqual([{ status: 'settled' }]);
+  });
+
+  it('two different receipts for one voucher at once: one settles, the other is a conflict', async () => {
+    const v = await voucher();
+    const first = await world.gateway.charge(v.voucher, v.deviceKey, 2_000, 900, world.clock.now);
+    const second = await world.gateway.charge(v.voucher, v.deviceKey, 3_000, 900, world.clock.now);
+    const outcomes = await Promise.all([
+      processReceipt(world.ctx, first, 'gateway'),
+      processReceipt(world.ctx, second, 'phone'),
+    ]);
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['conflict', 'settled']);
+    const row = await voucherByCti(world.db, fromHex(v.cti));
+    expect(row?.captured).toBe(outcomes[0]!.status === 'settled' ? 320 : 480);
+    const stored = await world.db.query<{ status: string }>(
+      'SELECT status FROM receipts WHERE cti = $1 ORDER BY status',
+      [fromHex(v.cti)],
+    );
+    expect(stored).toEqual([{ status: 'conflict' }, { status: 'settled' }]);
+  });
+
   it('a forked chain (a cloned SD card) raises an alert', async () => {
     const a = await voucher();
     const b = await voucher();

@@ -111,41 +111,35 @@ export async function processReceipt(
   if (reason) return store(ctx, receipt, hash, source, 'rejected', reason.detail, true);
 
   await checkChain(ctx, station.id, receipt, hash, lookup);
-  const outcome = await ctx.db.transaction(async (tx): Promise<ReceiptOutcome> => {
-    // These bytes stored meanwhile (any status), or another receipt settled for this cti.
-    // Read committed: a concurrent copy of these very bytes may have committed just now.
-    const stored = await tx.query<{ hash: Uint8Array }>(
-      "SELECT hash FROM receipts WHERE hash = $1 OR (cti = $2 AND status = 'settled')",
-      [hash, body.cti],
-    );
-    if (stored.some((r) => equalBytes(r.hash, hash))) return { status: 'duplicate', hash: hex };
-    const other = stored[0];
-    if (other) {
-      const why = `second receipt for cti; settled ${toHex(other.hash)}`;
+  let outcome: ReceiptOutcome;
+  try {
+    outcome = await ctx.db.transaction(async (tx): Promise<ReceiptOutcome> => {
+      // The voucher's state-guarded UPDATE decides (read committed): it matches only while no
+      // receipt has settled the voucher, so on the usual path nothing is read first.
+      const clawedBack = await settle(tx, body.cti, station, body.chargedAmount, ctx.now());
+      if (clawedBack !== 'raced') {
+        // These bytes stored meanwhile (by a concurrent copy of this request): undo, a duplicate.
+        if (!(await insertReceipt(tx, receipt, hash, source, 'settled', '', true, ctx.now())))
+          throw new StoredMeanwhile();
+        return { status: 'settled', hash: hex, charged: body.chargedAmount, clawedBack };
+      }
+      // Settled already: by these very bytes (a duplicate), or by another receipt (a conflict).
+      const stored = await tx.query<{ hash: Uint8Array }>(
+        "SELECT hash FROM receipts WHERE hash = $1 OR (cti = $2 AND status = 'settled')",
+        [hash, body.cti],
+      );
+      if (stored.some((r) => equalBytes(r.hash, hash))) return { status: 'duplicate', hash: hex };
+      const other = stored[0];
+      const why = other
+        ? `second receipt for cti; settled ${toHex(other.hash)}`
+        : 'second receipt for cti (concurrent)';
       await insertReceipt(tx, receipt, hash, source, 'conflict', why, true, ctx.now());
       return { status: 'conflict', hash: hex };
-    }
-    const clawedBack = await settle(tx, body.cti, station, body.chargedAmount, ctx.now());
-    if (clawedBack === 'raced') {
-      // A concurrent receipt settled this voucher first: the same bytes are a duplicate,
-      // other bytes a conflict.
-      if (await tx.maybeOne('SELECT hash FROM receipts WHERE hash = $1', [hash]))
-        return { status: 'duplicate', hash: hex };
-      await insertReceipt(
-        tx,
-        receipt,
-        hash,
-        source,
-        'conflict',
-        'second receipt for cti (concurrent)',
-        true,
-        ctx.now(),
-      );
-      return { status: 'conflict', hash: hex };
-    }
-    await insertReceipt(tx, receipt, hash, source, 'settled', '', true, ctx.now());
-    return { status: 'settled', hash: hex, charged: body.chargedAmount, clawedBack };
-  }, MONEY_TX);
+    }, MONEY_TX);
+  } catch (err) {
+    if (!(err instanceof StoredMeanwhile)) throw err;
+    outcome = { status: 'duplicate', hash: hex };
+  }
   // Alerts after the transaction: an equivocating gateway is flagged, never paid twice.
   if (outcome.status === 'conflict')
     await raiseAlert(ctx, station.id, 'conflict', `two receipts for voucher ${toHex(body.cti)}`);
@@ -270,6 +264,10 @@ async function settle(
   return 'raced'; // settled by another receipt first
 }
 
+/** Rolls back a settlement whose receipt bytes another request stored first. */
+class StoredMeanwhile extends Error {}
+
+/** Stores the receipt unless these bytes are stored already; whether it was stored. */
 async function insertReceipt(
   tx: Queryable,
   receipt: Receipt,
@@ -279,9 +277,9 @@ async function insertReceipt(
   reason: string,
   gatewayVerified: boolean,
   now: number,
-): Promise<void> {
+): Promise<boolean> {
   const b = receipt.body;
-  await tx.execute(
+  const { rowCount } = await tx.execute(
     `INSERT INTO receipts (hash, cti, gateway_id, sequence, previous_hash, charged, status, reason, gateway_verified,
        source, bytes, received_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (hash) DO NOTHING`,
@@ -300,6 +298,7 @@ async function insertReceipt(
       now,
     ],
   );
+  return rowCount === 1;
 }
 
 async function store(
