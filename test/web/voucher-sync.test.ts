@@ -122,7 +122,7 @@ describe('the phone as courier', () => {
 
     const online = await uploadPending(cloud, store);
     expect(online).toMatchObject({ offline: false, pending: 0, uploadedReceipts: 1, bundles: 1 });
-    expect((await store.receipts())[0]?.uploaded).toBe(true);
+    expect((await store.receipts())[0]).toMatchObject({ uploaded: true, cloudStatus: 'settled' });
     expect((await store.getBundle(GATEWAY_ID))?.version).toBeGreaterThan(0);
     expect(await cloud.wallet()).toEqual({ currency: 'CNY', balance: 10_000 - charged, held: 0 });
     // The cloud answers a second upload as a duplicate (e.g. Background Sync replayed it).

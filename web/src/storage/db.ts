@@ -50,6 +50,8 @@ export interface StoredReceipt {
   readonly stopReason: number;
   readonly receivedAt: number;
   readonly uploaded: boolean;
+  /** The cloud's verdict once uploaded: settled, duplicate, conflict or rejected. */
+  readonly cloudStatus?: string | undefined;
 }
 
 export interface StoredReport {
@@ -167,10 +169,10 @@ export class PhoneStore {
     return !known;
   }
 
-  async #markUploaded(store: 'receipts' | 'reports', hash: string): Promise<void> {
+  async #markUploaded(store: 'receipts' | 'reports', hash: string, cloudStatus?: string): Promise<void> {
     const tx = this.db.transaction(store, 'readwrite');
     const r = await tx.store.get(hash);
-    if (r) await tx.store.put({ ...r, uploaded: true });
+    if (r) await tx.store.put({ ...r, uploaded: true, ...(cloudStatus ? { cloudStatus } : {}) });
     await tx.done;
   }
 
@@ -187,8 +189,8 @@ export class PhoneStore {
     return this.db.getAllFromIndex('receipts', 'cti', cti);
   }
 
-  markReceiptUploaded(hash: string): Promise<void> {
-    return this.#markUploaded('receipts', hash);
+  markReceiptUploaded(hash: string, cloudStatus?: string): Promise<void> {
+    return this.#markUploaded('receipts', hash, cloudStatus);
   }
 
   addReport(report: StoredReport): Promise<boolean> {

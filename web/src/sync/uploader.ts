@@ -38,7 +38,7 @@ async function uploadEach<T extends Pending>(
   items: readonly T[],
   upload: (bytes: Uint8Array) => Promise<{ readonly status?: string }>,
   isFinal: (status: string | undefined) => boolean,
-  markUploaded: (hash: string) => Promise<void>,
+  markUploaded: (hash: string, status: string | undefined) => Promise<void>,
   offlineAlready: boolean,
 ): Promise<{ uploaded: number; pending: number; offline: boolean }> {
   let uploaded = 0;
@@ -53,7 +53,7 @@ async function uploadEach<T extends Pending>(
     try {
       const outcome = await upload(item.bytes);
       if (isFinal(outcome.status)) {
-        await markUploaded(item.hash);
+        await markUploaded(item.hash, outcome.status);
         uploaded++;
       } else pending++;
     } catch (err) {
@@ -69,7 +69,7 @@ export async function uploadPending(cloud: CloudClient, store: PhoneStore): Prom
     await store.receipts(),
     (bytes) => cloud.uploadReceipt(bytes),
     (status) => status !== undefined && FINAL_RECEIPT_STATUSES.has(status),
-    (hash) => store.markReceiptUploaded(hash),
+    (hash, status) => store.markReceiptUploaded(hash, status),
     false,
   );
   const reports = await uploadEach(
