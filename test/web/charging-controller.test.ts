@@ -110,6 +110,8 @@ describe('tap to charge (PWA controller, gateway in-process)', () => {
     expect(receipts[0]?.uploaded).toBe(false);
     expect((await store.getVoucher(stored.cti))?.localState).toBe('used');
     // The courier asked for the gateway's report; it holds this session's receipt.
+    // The driver taps "Done" at once: the report the phone carries still comes home.
+    c.leave();
     let reports = await store.reports();
     for (let i = 0; i < 200 && reports.length === 0; i++) {
       await new Promise((r) => setTimeout(r, 10));

@@ -76,7 +76,8 @@ export class ChargingController {
   #state: TapState = { phase: 'idle' };
   #session: PhoneSession | undefined;
   #link: ClosableLink | undefined;
-  #voucher: StoredVoucher | undefined;
+  /** The report request after a receipt, while it runs. */
+  #finishing: Promise<void> | undefined;
 
   constructor(deps: ChargingDeps, listener: (state: TapState) => void) {
     this.#deps = deps;
@@ -122,7 +123,6 @@ export class ChargingController {
 
   async #run(voucher: StoredVoucher, connector: number | undefined): Promise<TapState> {
     this.#close();
-    this.#voucher = voucher;
     this.#set({ phase: 'connecting' });
     let link: ClosableLink;
     try {
@@ -219,7 +219,9 @@ export class ChargingController {
 
   /** Leaves the station screen; the gateway keeps charging if it was. */
   leave(): void {
-    this.#close();
+    // After a receipt the link stays up until the gateway's report has come home (it closes
+    // itself then); leaving earlier would drop the report the phone is carrying.
+    if (!this.#finishing) this.#close();
     this.#set({ phase: 'idle' });
   }
 
@@ -273,7 +275,12 @@ export class ChargingController {
     this.#set({ phase: 'finished', receipt, hash });
     // Ask for the gateway's report after the receipt too: it now includes this session.
     const session = this.#session;
-    if (session) void this.#requestReport(session).finally(() => this.#close());
+    if (session) {
+      this.#finishing = this.#requestReport(session).finally(() => {
+        this.#finishing = undefined;
+        if (this.#session === session) this.#close();
+      });
+    }
   }
 
   async #keepReport(gatewayId: string, bytes: Uint8Array): Promise<void> {
