@@ -208,6 +208,10 @@ describe('rejections at the station, each with its message', () => {
 
   it('the same voucher used twice is refused by the gateway (208)', async () => {
     // A restored backup or a second phone holding the used voucher: the phone thinks it is ready.
+    // First let the app finish its own upload of the last receipt, then cut the network, so the
+    // cloud (which knows the voucher was settled) cannot correct the phone.
+    await page.getByTestId('pending').filter({ hasText: 'Everything uploaded' }).waitFor();
+    await context.setOffline(true);
     await page.evaluate(async () => {
       const db = await new Promise<IDBDatabase>((ok, fail) => {
         const r = indexedDB.open('pilepass');
@@ -226,8 +230,6 @@ describe('rejections at the station, each with its message', () => {
       });
       db.close();
     });
-    // Offline, as at the station: the cloud (which knows it was settled) cannot correct the phone.
-    await context.setOffline(true);
     await page.reload();
     await bridge.ready();
     bridge.chooseNext({ address: realAddress });

@@ -50,6 +50,7 @@ export class AppState {
   selectedCti = $state<string | undefined>(undefined);
   notice = $state<{ key: string; params?: Record<string, string> } | undefined>(undefined);
   clock = $state(nowSeconds());
+  #syncAgain = false;
 
   async init(): Promise<void> {
     this.store = await PhoneStore.open();
@@ -65,6 +66,7 @@ export class AppState {
         }),
         deviceKey: (v) => this.crypto.signingKeyFromKeyPair(v.keyPair),
         nowSeconds,
+        onCarried: () => void this.sync(),
       },
       (state) => {
         this.tap = state;
@@ -106,7 +108,11 @@ export class AppState {
 
   /** Everything the cloud can tell and take, when it can be reached. Never throws. */
   async sync(): Promise<void> {
-    if (this.syncing) return;
+    if (this.syncing) {
+      // Something new to carry arrived mid-sync: one more round when this one ends.
+      this.#syncAgain = true;
+      return;
+    }
     this.syncing = true;
     try {
       const outcome = await uploadPending(this.cloud, this.store);
@@ -133,6 +139,10 @@ export class AppState {
       await this.reloadLocal();
     } finally {
       this.syncing = false;
+    }
+    if (this.#syncAgain) {
+      this.#syncAgain = false;
+      await this.sync();
     }
   }
 

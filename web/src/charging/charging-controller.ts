@@ -60,6 +60,8 @@ export interface ChargingDeps {
   readonly nowSeconds: () => number;
   /** How long to wait for the gateway's first answer to a presentation. */
   readonly answerTimeoutMs?: number;
+  /** Called after a receipt or gateway report was stored (to take it home when online). */
+  readonly onCarried?: () => void;
 }
 
 const toHex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
@@ -292,6 +294,7 @@ export class ChargingController {
       receivedAt: this.#deps.nowSeconds(),
       uploaded: false,
     });
+    this.#deps.onCarried?.();
   }
 
   /** Courier duties, best effort: never in the way of charging. */
