@@ -126,18 +126,7 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
   }
 }
 
-/** `promise`'s value, or undefined after `ms`. */
-export async function settlesWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms))),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+export { settlesWithin } from './child-exit.ts';
 
 /** Sends one browser-session command (with its timeout). */
 export type BrowserSend = <M extends keyof BrowserCommands>(

@@ -6,9 +6,11 @@
  * @module
  */
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { exitOf, type ProcessExit, settlesWithin } from './child-exit.ts';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const GATEWAY_BIN = join(REPO_ROOT, 'gateway/bin/pilepass-gateway');
@@ -36,10 +38,7 @@ export interface GatewayProcessOptions {
   readonly onLog?: (chunk: string) => void;
 }
 
-export interface GatewayExit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
+export type GatewayExit = ProcessExit;
 
 export interface GatewayProcess {
   readonly pid: number;
@@ -90,7 +89,7 @@ export async function startGatewayProcess(options: GatewayProcessOptions): Promi
   const stop = async (graceMs = 5_000): Promise<GatewayExit> => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
-      if ((await settles(exited, graceMs)) === undefined) {
+      if ((await settlesWithin(exited, graceMs)) === undefined) {
         child.kill('SIGKILL');
       }
     }
@@ -117,28 +116,4 @@ export async function startGatewayProcess(options: GatewayProcessOptions): Promi
     throw new Error(`pilepass-gateway did not start: ${started}\n${log}`);
   }
   return { pid, exited, log: () => log, stop };
-}
-
-function exitOf(child: ChildProcess): Promise<GatewayExit> {
-  return new Promise((resolveExit) => {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      resolveExit({ code: child.exitCode, signal: child.signalCode });
-      return;
-    }
-    child.once('exit', (code, signal) => resolveExit({ code, signal }));
-  });
-}
-
-async function settles<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<undefined>((r) => {
-        timer = setTimeout(() => r(undefined), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

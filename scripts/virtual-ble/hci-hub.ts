@@ -25,6 +25,7 @@ import { existsSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { BTVIRT_LE_SOCKET } from './btvirt.ts';
+import { exitOf, type ProcessExit, settlesWithin } from './child-exit.ts';
 
 export interface HciHubOptions {
   /** Directory for the hub's sockets and ptys (`hci<i>.sock`, `hci<i>`); the caller owns it. */
@@ -146,7 +147,7 @@ export async function startHciHub(options: HciHubOptions): Promise<HciHub> {
   const stats = { routed: 0, corrected: 0, unrouted: 0 };
   const devices: HubDevice[] = [];
   const servers: Server[] = [];
-  const socats: { proc: ChildProcess; exited: Promise<Exited>; output: () => string }[] = [];
+  const socats: { proc: ChildProcess; exited: Promise<ProcessExit>; output: () => string }[] = [];
   const trace = process.env.PILEPASS_HCI_TRACE
     ? (line: string) => process.stderr.write(`${line}\n`)
     : undefined;
@@ -290,8 +291,8 @@ export async function startHciHub(options: HciHubOptions): Promise<HciHub> {
             } catch {
               proc.kill('SIGTERM');
             }
-            if ((await settles(exited, 3_000)) === undefined) proc.kill('SIGKILL');
-            await settles(exited, 2_000);
+            if ((await settlesWithin(exited, 3_000)) === undefined) proc.kill('SIGKILL');
+            await settlesWithin(exited, 2_000);
           }
           options.onExit?.(proc.pid);
         }),
@@ -429,35 +430,6 @@ function probeController(device: HubDevice, timeoutMs: number): Promise<void> {
     device.swallow.push(matcher);
     controller.write(Buffer.from([H4_COMMAND, 0x03, 0x0c, 0x00]));
   });
-}
-
-interface Exited {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
-function exitOf(child: ChildProcess): Promise<Exited> {
-  return new Promise((resolveExit) => {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      resolveExit({ code: child.exitCode, signal: child.signalCode });
-      return;
-    }
-    child.once('exit', (code, signal) => resolveExit({ code, signal }));
-  });
-}
-
-async function settles<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      promise,
-      new Promise<undefined>((r) => {
-        timer = setTimeout(() => r(undefined), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 function sleep(ms: number): Promise<void> {

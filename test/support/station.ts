@@ -19,7 +19,7 @@
  * failed) and, as a last resort, synchronously when the test process exits.
  */
 
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -28,6 +28,7 @@ import { newDevicePrivateKey, writeVoucherFile } from '../../gateway/phone-sim/v
 import { createSimPileControl, type SimPileControl } from '../../gateway/src/pile/sim-driver.ts';
 import { type SimPileProcess, startSimPileProcess } from '../../gateway/src/pile/sim-pile-process.ts';
 import type { SimPileState } from '../../gateway/src/pile/sim-protocol.ts';
+import { exitOf } from '../../scripts/virtual-ble/child-exit.ts';
 import {
   GATEWAY_BIN,
   type GatewayProcess,
@@ -203,21 +204,6 @@ function startWatchdog(): void {
     }
     rmSync(file, { force: true });
     rmSync(`${file}.dirs`, { force: true });
-  });
-}
-
-interface Exited {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
-function exitOf(child: ChildProcess): Promise<Exited> {
-  return new Promise((resolveExit) => {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      resolveExit({ code: child.exitCode, signal: child.signalCode });
-      return;
-    }
-    child.once('exit', (code, signal) => resolveExit({ code, signal }));
   });
 }
 
