@@ -86,18 +86,35 @@ describe('Background Sync of uploads (service worker)', () => {
       }
     }, receipt);
     expect(failed).toBe(true);
-    const queued = await page.evaluate(
-      () =>
-        new Promise<number>((ok, fail) => {
+    // The worker stores the request after the page has seen the failure: wait for it.
+    const queued = await page.evaluate(async () => {
+      const count = async () => {
+        // Never create the database ourselves (Workbox creates it with its own schema).
+        if (!(await indexedDB.databases()).some((d) => d.name === 'workbox-background-sync')) return 0;
+        return new Promise<number>((ok, fail) => {
           const open = indexedDB.open('workbox-background-sync');
           open.onerror = () => fail(open.error);
           open.onsuccess = () => {
             const db = open.result;
-            const count = db.transaction('requests').objectStore('requests').count();
-            count.onsuccess = () => ok(count.result);
+            if (!db.objectStoreNames.contains('requests')) {
+              db.close();
+              return ok(0);
+            }
+            const request = db.transaction('requests').objectStore('requests').count();
+            request.onsuccess = () => {
+              db.close();
+              ok(request.result);
+            };
           };
-        }),
-    );
+        });
+      };
+      for (let i = 0; i < 100; i++) {
+        const n = await count();
+        if (n > 0) return n;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return count();
+    });
     expect(queued).toBe(1);
     // (The app's own sync calls — stations and so on — also reach this stand-in; only uploads count.)
     const uploads = () => received.filter((r) => r.path === '/v1/receipts');
