@@ -4,7 +4,7 @@
  * Bluetooth bridge.
  *
  * 1. JS bytes (raw and gzip): what the app loads at start, what it loads only on demand
- *    (the jsQR fallback decoder), the service worker; the budget is 60 KB gzip.
+ *    (the QR fallback decoder, web/src/scan/qr-decoder.ts), the service worker; the budget is 60 KB gzip.
  * 2. Click → pile ON: from the click on "Tap to charge" until the sim pile reports its
  *    contactor closed (hello read, token write, gateway checks, fsync'd ledger commit, pile
  *    command), ≥ 20 taps with a fresh voucher each, at MTU 256 and 23. The emulator has no
@@ -46,7 +46,7 @@ function jsFiles(dir: string): string[] {
 const files = jsFiles(WEB_DIST).map((path) => {
   const raw = readFileSync(path);
   const name = path.slice(WEB_DIST.length + 1);
-  const kind = name === 'sw.js' ? 'service worker' : /jsQR/.test(name) ? 'on demand' : 'initial';
+  const kind = name === 'sw.js' ? 'service worker' : /qr-decoder/.test(name) ? 'on demand' : 'initial';
   return { name, kind, raw: raw.length, gzip: gzipSync(raw, { level: 9 }).length };
 });
 const sum = (kind: string | undefined, key: 'raw' | 'gzip') =>
@@ -211,7 +211,7 @@ const result = {
   },
   notes: [
     'Emulated radio (btvirt): no air time, so click → pile ON is a regression figure, not a field latency.',
-    'Initial JS is what the app loads at start; the on-demand jsQR chunk loads only for a camera scan where the browser has no BarcodeDetector.',
+    'Initial JS is what the app loads at start; the on-demand qr-decoder chunk loads only for a camera scan where the browser has no BarcodeDetector.',
     'Failed taps: back-to-back reconnects through the emulated stack occasionally stall (noble disconnect timeouts on the btvirt link); each is counted and the page starts over.',
     'The machine is 2 shared cores; other work running at the same time shows in the tails.',
   ],

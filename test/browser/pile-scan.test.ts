@@ -1,7 +1,7 @@
 /**
  * Scanning the code on a pile with the camera, in real Chromium: the camera is Chromium's fake
  * capture device playing a Y4M video of a QR code (made with qrencode), the app decodes it
- * (BarcodeDetector where the platform has one, jsQR loaded on demand otherwise — Linux
+ * (BarcodeDetector where the platform has one, our QR decoder loaded on demand otherwise — Linux
  * Chromium has none, so this runs the JS decoder) and picks station and connector.
  */
 
@@ -95,10 +95,10 @@ describe('scan the code printed on the pile (camera)', () => {
     await expect(page.getByTestId('pile').textContent({ timeout: 20_000 })).resolves.toBe(
       'Pile gw-scan-01, connector 2',
     );
-    // On Linux Chromium there is no BarcodeDetector: the jsQR chunk did the decoding.
+    // On Linux Chromium there is no BarcodeDetector: the qr-decoder chunk did the decoding.
     if (!hasBarcodeDetector) {
       const scripts = await page.evaluate(() => performance.getEntriesByType('resource').map((e) => e.name));
-      expect(scripts.some((name) => /jsQR-[\w-]+\.js$/.test(name))).toBe(true);
+      expect(scripts.some((name) => /qr-decoder-[\w-]+\.js$/.test(name))).toBe(true);
     }
     expect(errors).toEqual([]);
     await context.close();

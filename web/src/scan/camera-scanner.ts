@@ -1,7 +1,8 @@
 /**
  * Reads the QR code on a pile with the camera: the browser's BarcodeDetector where it exists
- * (Chrome on Android), otherwise jsQR on canvas frames (loaded only when needed, so it does not
- * weigh on the app's start). Resolves with the first decoded text; `stop()` releases the camera.
+ * (Chrome on Android), otherwise our own small decoder (./qr-decoder.ts) on canvas frames, loaded
+ * only when needed, so it does not weigh on the app's start. Resolves with the first decoded
+ * text; `stop()` releases the camera.
  * @module
  */
 
@@ -46,7 +47,7 @@ export async function scanWithCamera(video: HTMLVideoElement): Promise<CameraSca
   const detector = Detector ? new Detector({ formats: ['qr_code'] }) : undefined;
   const canvas = document.createElement('canvas');
   const result = (async () => {
-    const jsQR = detector ? undefined : (await import('jsqr')).default;
+    const decodeQr = detector ? undefined : (await import('./qr-decoder.ts')).decodeQr;
     while (!stopped) {
       await new Promise((r) => setTimeout(r, 200));
       if (video.videoWidth === 0) continue;
@@ -61,13 +62,13 @@ export async function scanWithCamera(video: HTMLVideoElement): Promise<CameraSca
       canvas.width = video.videoWidth;
       canvas.height = video.videoHeight;
       const ctx = canvas.getContext('2d', { willReadFrequently: true });
-      if (!ctx || !jsQR) continue;
+      if (!ctx || !decodeQr) continue;
       ctx.drawImage(video, 0, 0);
       const image = ctx.getImageData(0, 0, canvas.width, canvas.height);
-      const code = jsQR(image.data, image.width, image.height, { inversionAttempts: 'dontInvert' });
-      if (code) {
+      const text = decodeQr(image.data, image.width, image.height);
+      if (text !== undefined) {
         stop();
-        return code.data;
+        return text;
       }
     }
     throw new CameraUnavailableError('scan stopped');
