@@ -3,7 +3,7 @@ import App from './App.svelte';
 import { installTrustedTypesPolicy } from './trusted-types.ts';
 import './app.css';
 
-// Before anything registers the service worker (App does, through virtual:pwa-register).
+// Before anything registers the service worker (App does, through sw-register.ts).
 installTrustedTypesPolicy();
 
 const target = document.getElementById('app');

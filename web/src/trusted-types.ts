@@ -1,7 +1,7 @@
 /**
  * The page runs under `require-trusted-types-for 'script'`. Svelte brings its own policy for
  * its templates; the one other sink the app feeds is `navigator.serviceWorker.register`,
- * which vite-plugin-pwa/workbox-window call with a plain string. A narrow default policy
+ * which sw-register.ts calls with a plain string. A narrow default policy
  * accepts exactly the service worker's same-origin URL and nothing else (no HTML, no script).
  * @module
  */
