@@ -20,6 +20,7 @@ const CONTENT_TYPES: Readonly<Record<string, string>> = {
   '.mjs': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8',
   '.json': 'application/json',
+  '.map': 'application/json',
   '.webmanifest': 'application/manifest+json',
   '.png': 'image/png',
   '.svg': 'image/svg+xml',
@@ -35,8 +36,10 @@ export const CONTENT_SECURITY_POLICY =
 export interface PwaServerOptions {
   /** The built app, default web/dist. */
   readonly root: string;
-  /** Where `/v1` goes, e.g. http://127.0.0.1:8080 */
-  readonly cloudUrl: string;
+  /** Where `/v1` goes, e.g. http://127.0.0.1:8080; without one `/v1` answers 404. */
+  readonly cloudUrl?: string;
+  /** The CSP header (default: the app's); false for pages that bring their own (test pages). */
+  readonly contentSecurityPolicy?: string | false;
   /** Fixed port (the app's origin, and so its storage, depends on it); 0 = any free one. */
   readonly port?: number;
   readonly host?: string;
@@ -82,7 +85,8 @@ function proxy(cloud: URL, req: IncomingMessage, res: ServerResponse): void {
 
 export async function startPwaServer(options: PwaServerOptions): Promise<PwaServer> {
   const root = resolve(options.root);
-  const cloud = new URL(options.cloudUrl);
+  const cloud = options.cloudUrl === undefined ? undefined : new URL(options.cloudUrl);
+  const csp = options.contentSecurityPolicy ?? CONTENT_SECURITY_POLICY;
   const server = createServer(async (req, res) => {
     let pathname: string;
     try {
@@ -90,7 +94,10 @@ export async function startPwaServer(options: PwaServerOptions): Promise<PwaServ
     } catch {
       return sendJson(res, 400, { error: { code: 'invalid_request', message: 'bad URL' } });
     }
-    if (pathname.startsWith('/v1/') || pathname === '/openapi.json') return proxy(cloud, req, res);
+    if (pathname.startsWith('/v1/') || pathname === '/openapi.json') {
+      if (!cloud) return sendJson(res, 404, { error: { code: 'not_found', message: 'no cloud here' } });
+      return proxy(cloud, req, res);
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD')
       return sendJson(res, 405, { error: { code: 'method' } });
     if (pathname.includes('\0')) return sendJson(res, 400, { error: { code: 'invalid_request' } });
@@ -114,7 +121,7 @@ export async function startPwaServer(options: PwaServerOptions): Promise<PwaServ
       'content-type': CONTENT_TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream',
       'content-length': body.length,
       'cache-control': hashed ? 'public, max-age=31536000, immutable' : 'no-cache',
-      'content-security-policy': CONTENT_SECURITY_POLICY,
+      ...(csp === false ? {} : { 'content-security-policy': csp }),
       'x-content-type-options': 'nosniff',
       'referrer-policy': 'no-referrer',
       'permissions-policy': 'camera=(self), bluetooth=(self), geolocation=()',
