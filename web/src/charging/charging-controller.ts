@@ -9,6 +9,7 @@
  * @module
  */
 
+import { toHex } from '../../../shared/src/bytes.ts';
 import type { PhoneLink } from '../../../shared/src/client/phone.ts';
 import { PhoneSession } from '../../../shared/src/client/phone.ts';
 import type { CryptoProvider, SigningKey } from '../../../shared/src/crypto/provider.ts';
@@ -63,8 +64,6 @@ export interface ChargingDeps {
   /** Called after a receipt or gateway report was stored (to take it home when online). */
   readonly onCarried?: () => void;
 }
-
-const toHex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
 /** Codes meaning "this device is not the voucher's station": let the driver pick again. */
 const WRONG_DEVICE_CODES: ReadonlySet<number> = new Set([

@@ -5,12 +5,11 @@
  * @module
  */
 
+import { toHex } from '../../../shared/src/bytes.ts';
 import type { WebCryptoProvider } from '../../../shared/src/crypto/webcrypto.ts';
 import { parseVoucher } from '../../../shared/src/messages/voucher.ts';
 import { type CloudClient, type CloudVoucher, fromBase64Url } from '../api/cloud-client.ts';
 import type { PhoneStore, StoredVoucher } from '../storage/db.ts';
-
-const toHex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
 
 export type VoucherStatus = 'ready' | 'charging' | 'used' | 'expired' | 'refunded' | 'cancelled';
 
