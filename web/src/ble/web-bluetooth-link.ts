@@ -16,6 +16,7 @@ import {
   MAX_WRITE_BYTES,
   SERVICE_UUID,
 } from '../../../shared/src/gatt.ts';
+import { withDeadline } from '../deadline.ts';
 
 /** A message in both of the app's languages. */
 export interface BilingualText {
@@ -178,14 +179,6 @@ export interface WebBluetoothLink extends PhoneLink {
 /** GATT connect + discovery + subscribe; Chrome's own link timeouts are longer and vary. */
 export const CONNECT_TIMEOUT_MS = 20_000;
 
-function withDeadline<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
-}
-
 export async function connectGateway(
   options: { gatewayId?: string; connectTimeoutMs?: number } = {},
 ): Promise<WebBluetoothLink> {
@@ -225,6 +218,7 @@ export async function connectGateway(
         return found;
       })(),
       options.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
+      () => new Error('no answer from the GATT server in time'),
     );
   } catch (err) {
     if (gatt.connected) gatt.disconnect();

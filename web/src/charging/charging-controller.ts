@@ -17,6 +17,7 @@ import { ErrorCode, ProtocolError } from '../../../shared/src/errors.ts';
 import type { Receipt } from '../../../shared/src/messages/receipt.ts';
 import { SessionMessageType, SessionState, type Status } from '../../../shared/src/session/messages.ts';
 import type { BluetoothFailure } from '../ble/web-bluetooth-link.ts';
+import { withDeadline } from '../deadline.ts';
 import type { PhoneStore, StoredVoucher } from '../storage/db.ts';
 
 /** Why a tap did not (or no longer) charge; each has a message in both languages. */
@@ -152,16 +153,13 @@ export class ChargingController {
     );
     firstAnswer.catch(() => undefined);
     this.#set({ phase: 'presenting' });
-    const timeoutMs = this.#deps.answerTimeoutMs ?? 15_000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       // A radio that stops answering mid-presentation must not leave the driver waiting forever.
-      await Promise.race([
+      await withDeadline(
         session.present(connector, this.#deps.nowSeconds()),
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new ProtocolError(ErrorCode.DEADLINE_EXCEEDED)), timeoutMs);
-        }),
-      ]).finally(() => clearTimeout(timer));
+        this.#deps.answerTimeoutMs ?? 15_000,
+        () => new ProtocolError(ErrorCode.DEADLINE_EXCEEDED),
+      );
     } catch (err) {
       if (err instanceof ProtocolError && err.code === ErrorCode.DEADLINE_EXCEEDED) {
         this.#close();
