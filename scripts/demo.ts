@@ -6,7 +6,7 @@
 
 import { join } from 'node:path';
 import { launchChromium } from './station/chromium.ts';
-import { runDriverJourney } from './station/scenario.ts';
+import { formatStep, runDriverJourney } from './station/scenario.ts';
 import { buildWeb, startWholeStation } from './station/whole-station.ts';
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -23,7 +23,7 @@ try {
     station,
     connector: 2,
     screenshotDir: join(dataDir, 'screenshots'),
-    onStep: (step) => say(`  ✓ ${step.step.padEnd(28)} ${String(step.ms).padStart(6)} ms`),
+    onStep: (step) => say(formatStep(step)),
   });
   say(`charged ${result.charged}; wallet after settlement ${result.finalBalance}`);
   say(`screenshots: ${join(dataDir, 'screenshots')}`);

@@ -15,7 +15,7 @@
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { launchChromium } from './station/chromium.ts';
-import { runDriverJourney } from './station/scenario.ts';
+import { formatStep, runDriverJourney } from './station/scenario.ts';
 import { buildWeb, DEMO, startWholeStation } from './station/whole-station.ts';
 import { startWebBluetoothBridge } from './virtual-ble/web-bluetooth-bridge.ts';
 
@@ -102,7 +102,7 @@ Ctrl-C stops everything.`);
       hold: '50',
       connector: 2,
       screenshotDir: screenshots,
-      onStep: (step) => say(`  ✓ ${step.step.padEnd(28)} ${String(step.ms).padStart(6)} ms`),
+      onStep: (step) => say(formatStep(step)),
     });
     say(`  charged ${result.charged}, wallet now ${result.finalBalance}`);
   } catch (err) {

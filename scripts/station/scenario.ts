@@ -24,6 +24,11 @@ export interface ScenarioStep {
   readonly screenshot?: string | undefined;
 }
 
+/** One step as `npm start` and `npm run demo` print it. */
+export function formatStep(step: ScenarioStep): string {
+  return `  ✓ ${step.step.padEnd(28)} ${String(step.ms).padStart(6)} ms`;
+}
+
 export interface ScenarioOptions {
   readonly page: Page;
   readonly context: BrowserContext;
